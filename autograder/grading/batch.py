@@ -1,0 +1,204 @@
+"""Grading a whole class: N slot processes, a progress bar, result files and a summary.
+
+The coordinator (this module) never imports torch or runs checks: it discovers
+submissions, hands them to slots, writes each result file atomically as soon as it
+arrives, and at the end checks that no file was altered, writes gradebook.csv and
+returns the summary. A slot that dies costs at most one retry of its submission;
+if that dies too, the student gets a grader-error result (not a zero for their code).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..course import Course
+from .discover import Submission
+from .store import ResultStore, crash_result
+
+SLOT_START_SECONDS = 300.0
+
+
+class BatchError(Exception):
+    """The batch cannot run at all (for TAs, English)."""
+
+
+@dataclass
+class BatchRow:
+    student: str
+    score: float
+    max_score: float
+    status: str
+    seconds: float
+    restarts: int = 0
+    cell_errors: int = 0
+
+
+@dataclass
+class BatchReport:
+    assignment: str
+    out_dir: Path
+    rows: list[BatchRow]
+    gradebook: Path | None
+    seconds: float
+    restored: list[str] = field(default_factory=list)
+    results: dict[str, dict] = field(default_factory=dict)
+
+
+class _Slot:
+    """One slot process and the job it is working on."""
+
+    def __init__(self, index: int, config: dict) -> None:
+        jobs_read, self._jobs_write = os.pipe()
+        self._replies_read, replies_write = os.pipe()
+        self.process = subprocess.Popen(
+            [sys.executable, "-P", "-m", "autograder.grading.slot",
+             "--jobs-fd", str(jobs_read), "--replies-fd", str(replies_write)],
+            pass_fds=(jobs_read, replies_write), stdin=subprocess.DEVNULL,
+        )
+        os.close(jobs_read)
+        os.close(replies_write)
+        self.jobs = os.fdopen(self._jobs_write, "w", encoding="utf-8", buffering=1)
+        self.replies = os.fdopen(self._replies_read, "r", encoding="utf-8")
+        self.index = index
+        self.ready = False
+        self.current: Submission | None = None
+        self.attempts: dict[str, int] = {}
+        self._send({**config, "slot": index})
+
+    def _send(self, message: dict) -> None:
+        self.jobs.write(json.dumps(message) + "\n")
+        self.jobs.flush()
+
+    def assign(self, submission: Submission) -> None:
+        self.current = submission
+        self.attempts[submission.student] = self.attempts.get(submission.student, 0) + 1
+        self._send({"student": submission.student, "path": str(submission.path) if submission.path else None,
+                    "problem": submission.problem})
+
+    def read(self) -> dict | None:
+        line = self.replies.readline()
+        return json.loads(line) if line else None
+
+    def close(self) -> None:
+        try:
+            self.jobs.close()
+        except OSError:
+            pass
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.replies.close()
+
+
+def grade_batch(*, course: Course, assignment: str, submissions: list[Submission], out_dir: Path,
+                workers: int, options: dict, progress: bool = True) -> BatchReport:
+    """Grade `submissions` with `workers` slots; results go to `out_dir`."""
+    started = time.monotonic()
+    store = ResultStore(out_dir)
+    config = {"course": str(course.root), "assignment": assignment, "options": options}
+    pending = list(submissions)
+    slots = [_Slot(i, config) for i in range(max(1, min(workers, len(pending))))]
+    selector = selectors.DefaultSelector()
+    for slot in slots:
+        selector.register(slot.replies, selectors.EVENT_READ, slot)
+    rows: list[BatchRow] = []
+    results: dict[str, dict] = {}
+    grade_cells: dict[str, float] = {}
+    bar = _progress(len(pending), enabled=progress)
+    deadline = time.monotonic() + SLOT_START_SECONDS
+    retries: dict[str, int] = {}
+    try:
+        while pending or any(s.current for s in slots):
+            events = selector.select(timeout=5.0)
+            if not events and not any(s.ready for s in slots) and time.monotonic() > deadline:
+                raise BatchError("no grading slot became ready in time")
+            for key, _ in events:
+                slot: _Slot = key.data
+                message = slot.read()
+                if message is None:  # the slot died
+                    selector.unregister(slot.replies)
+                    lost = slot.current
+                    slot.close()
+                    if not slot.ready:
+                        raise BatchError(f"grading slot {slot.index} exited before it was ready")
+                    replacement = _Slot(slot.index, config)
+                    slots[slots.index(slot)] = replacement
+                    selector.register(replacement.replies, selectors.EVENT_READ, replacement)
+                    if lost is not None:
+                        retries[lost.student] = retries.get(lost.student, 0) + 1
+                        if retries[lost.student] <= 1:
+                            pending.insert(0, lost)
+                        else:
+                            text = crash_result(student=lost.student, assignment=assignment,
+                                                source=str(lost.path or ""), grade_cells=grade_cells,
+                                                detail="the grading process died twice on this submission")
+                            store.write(lost.student, text)
+                            rows.append(BatchRow(lost.student, 0.0, sum(grade_cells.values()), "error", 0.0))
+                            bar.update(1)
+                    continue
+                event = message.get("event")
+                if event == "failed":
+                    raise BatchError(f"grading slot {slot.index} could not start:\n{message.get('detail')}")
+                if event == "ready":
+                    slot.ready = True
+                    grade_cells = message["grade_cells"]
+                elif event == "done":
+                    store.write(message["student"], message["text"])
+                    results[message["student"]] = json.loads(message["text"])
+                    rows.append(BatchRow(message["student"], message["score"], message["max_score"],
+                                         message["status"], message["seconds"], message["restarts"],
+                                         message["cell_errors"]))
+                    slot.current = None
+                    bar.update(1)
+                if slot.ready and slot.current is None and pending:
+                    slot.assign(pending.pop(0))
+    finally:
+        bar.close()
+        for slot in slots:
+            slot.close()
+    restored = store.verify()
+    gradebook = store.write_gradebook(list(grade_cells)) if grade_cells else None
+    return BatchReport(assignment, out_dir, sorted(rows, key=lambda r: r.student), gradebook,
+                       time.monotonic() - started, restored, results)
+
+
+def _progress(total: int, *, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="entrega", desc="corrigiendo", disable=not enabled or None, file=sys.stderr,
+                dynamic_ncols=True)
+
+
+def format_summary(report: BatchReport) -> str:
+    """The class summary table printed at the end of `autograder grade`."""
+    if not report.rows:
+        return "No submissions were graded."
+    width = max(8, *(len(r.student) for r in report.rows))
+    lines = [f"{'student':<{width}}  {'score':>13}  {'status':<8}  {'time':>7}  notes",
+             f"{'-' * width}  {'-' * 13}  {'-' * 8}  {'-' * 7}  -----"]
+    for r in report.rows:
+        notes = []
+        if r.cell_errors:
+            notes.append(f"{r.cell_errors} cell error{'s' * (r.cell_errors != 1)}")
+        if r.restarts:
+            notes.append(f"{r.restarts} worker restart{'s' * (r.restarts != 1)}")
+        lines.append(f"{r.student:<{width}}  {r.score:>6g} / {r.max_score:<4g}  {r.status:<8}  "
+                     f"{r.seconds:>6.1f}s  {', '.join(notes)}")
+    scores = [r.score for r in report.rows]
+    lines.append("")
+    lines.append(f"{len(report.rows)} submissions in {report.seconds:.1f}s; score mean {statistics.mean(scores):.2f}, "
+                 f"median {statistics.median(scores):g}, max {max(scores):g} of {report.rows[0].max_score:g}")
+    lines.append(f"results: {report.out_dir}/<student>.json; gradebook: {report.gradebook}")
+    if report.restored:
+        lines.append(f"WARNING: result files altered during the batch were restored: {', '.join(report.restored)}")
+    return "\n".join(lines)

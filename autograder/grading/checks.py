@@ -1,0 +1,86 @@
+"""Running an assignment's checks, in this trusted process, against one submission.
+
+The check modules are imported once (the first collection) and reused by every
+later `pytest.main` call in the process; each submission gets its own pytest
+session with conftest loading disabled, built-in plugins it does not need turned
+off, and a `CheckRun` plugin that provides `student` and collects the outcomes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from ..plugin import CaseOutcome, CheckRun, check_metadata, run_args, title_of
+from ..remote import Client, StudentNamespace, Transport
+
+
+class SuiteError(Exception):
+    """The checks themselves are broken (for instructors, English)."""
+
+
+@dataclass(frozen=True)
+class CheckInfo:
+    """One check function: what it is worth and where it counts."""
+
+    check: str
+    title: str
+    grade_id: str
+    points: float
+    hidden: bool
+    devices: tuple[str, ...]
+
+
+class _Collector:
+    def __init__(self) -> None:
+        self.items: list[pytest.Item] = []
+
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self.items = list(session.items)
+
+
+class CheckSuite:
+    """The check files of one assignment."""
+
+    def __init__(self, files: list[Path], *, public_only: bool = False, options: list[str] = ()) -> None:
+        self.files = [str(f) for f in files]
+        self.rootdir = str(Path(files[0]).parent)
+        self.public_only = public_only
+        self.options = list(options)
+
+    def _args(self, extra: list[str]) -> list[str]:
+        flags = ["--ag-public-only"] if self.public_only else []
+        return run_args(self.files, self.rootdir, extra=[*flags, *self.options, *extra])
+
+    def collect(self) -> list[CheckInfo]:
+        """Import the checks and validate their markers; one entry per check function."""
+        collector = _Collector()
+        run = CheckRun(lambda: None)
+        code = pytest.main(self._args(["--collect-only"]), plugins=[collector, run])
+        if run.errors or code not in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+            raise SuiteError("the checks could not be collected:\n" + "\n".join(run.errors or [f"exit code {code}"]))
+        checks: dict[str, CheckInfo] = {}
+        for item in collector.items:
+            grade_id, points, _ = check_metadata(item)
+            name = getattr(item, "originalname", item.name)
+            key = f"{item.path.name}::{name}"
+            callspec = getattr(item, "callspec", None)
+            device = callspec.params.get("device", "cpu") if callspec else "cpu"
+            previous = checks.get(key)
+            checks[key] = CheckInfo(
+                check=name, title=title_of(item), grade_id=grade_id, points=points,
+                hidden=item.get_closest_marker("hidden") is not None,
+                devices=(*previous.devices, device) if previous else (device,),
+            )
+        return list(checks.values())
+
+    def run(self, transport: Transport, *, extra: list[str] = ()) -> list[CaseOutcome]:
+        """Run every check against the submission behind `transport`."""
+        client = Client(transport)
+        run = CheckRun(lambda: StudentNamespace(client))
+        code = pytest.main(self._args(list(extra)), plugins=[run])
+        if run.errors or code not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
+            raise SuiteError("the check run failed:\n" + "\n".join(run.errors or [f"exit code {code}"]))
+        return run.outcomes

@@ -1,0 +1,105 @@
+"""Grading submissions one after another in this trusted process.
+
+A `Grader` owns the collected checks and a zygote; `grade()` takes one submission
+from file to `SubmissionResult`. Whatever goes wrong (a malformed file, a worker
+that dies, a bug in a check) ends as a result with a clear message, never as an
+exception that could stop the batch.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+
+from ..course import Assignment
+from ..errors import WorkerLost
+from .checks import CheckSuite
+from .discover import Submission
+from .intake import InvalidSubmission, TestCells, code_cells, read_notebook
+from .results import STATUS_ERROR, STATUS_GRADED, STATUS_INVALID, SubmissionResult
+from .sandbox import Limits, ZygoteHandle, worker_uid_for
+from .scoring import score_checks
+from .session import SubmissionSession
+
+GRADER_ERROR = (
+    "No se pudo corregir tu entrega por un error del corrector (no es culpa de tu código). "
+    "Los docentes volverán a corregirla."
+)
+
+
+@dataclass(frozen=True)
+class GradeOptions:
+    """How to grade: limits, which checks and devices, and the seed of the random inputs."""
+
+    limits: Limits = field(default_factory=Limits)
+    seed: int = 0
+    devices: tuple[str, ...] = ("cpu", "cuda")
+    public_only: bool = False
+    timing_scale: float = 1.0
+    threads: int = 1
+
+    def pytest_options(self) -> list[str]:
+        return ["--ag-seed", str(self.seed), "--ag-devices", ",".join(self.devices),
+                "--ag-check-seconds", str(self.limits.check_seconds),
+                "--ag-timing-scale", str(self.timing_scale)]
+
+
+class Grader:
+    def __init__(self, assignment: Assignment, *, options: GradeOptions, slot: int = 0) -> None:
+        import torch
+
+        torch.set_num_threads(options.threads)
+        self.assignment = assignment
+        self.options = options
+        self.suite = CheckSuite(assignment.check_files(), public_only=options.public_only,
+                                options=options.pytest_options())
+        self.checks = self.suite.collect()
+        release = assignment.release_notebook
+        self.tests = TestCells.from_notebook(read_notebook(release, max_bytes=2**30))
+        cuda = "cuda" in options.devices and torch.cuda.is_available()
+        self.zygote = ZygoteHandle(threads=options.threads, cuda=cuda, limits=options.limits,
+                                   worker_uid=worker_uid_for(slot))
+
+    def close(self) -> None:
+        self.zygote.close()
+
+    def grade(self, submission: Submission) -> SubmissionResult:
+        started = time.monotonic()
+        result = SubmissionResult(
+            student=submission.student, assignment=self.assignment.id,
+            source=str(submission.path) if submission.path else "", status=STATUS_GRADED,
+            scores=score_checks(self.checks, []), limits=asdict(self.options.limits), seed=self.options.seed,
+        )
+        try:
+            if submission.problem:
+                raise InvalidSubmission(submission.problem)
+            notebook = read_notebook(submission.path, max_bytes=self.options.limits.notebook_bytes)
+            cells = code_cells(notebook, tests=self.tests)
+            self._run(cells, result)
+        except InvalidSubmission as exc:
+            result.status, result.message = STATUS_INVALID, str(exc)
+            result.scores = score_checks(self.checks, [])
+        except Exception:
+            result.status, result.message = STATUS_ERROR, GRADER_ERROR
+            result.ta_detail = traceback.format_exc()
+            result.scores = score_checks(self.checks, [])
+        result.seconds = time.monotonic() - started
+        return result
+
+    def _run(self, cells: list, result: SubmissionResult) -> None:
+        session = SubmissionSession(self.zygote, cells, limits=self.options.limits)
+        try:
+            try:
+                session.ensure_worker()
+            except WorkerLost:
+                pass  # every check will say why; the cell records say where
+            outcomes = self.suite.run(session)
+        finally:
+            session.close()
+            result.cells = [session.records[i] for i in sorted(session.records)]
+            result.output = "".join(session.output)
+            result.output_dropped = session.output_dropped
+            result.restarts = session.restarts
+            result.layers = session.layers
+        result.scores = score_checks(self.checks, outcomes)

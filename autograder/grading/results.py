@@ -1,0 +1,127 @@
+"""One submission's result, as the Gradescope results.json schema plus what was executed.
+
+`tests[]` has one entry per check (name, score, max_score, status, output,
+visibility); device cases are in the entry's output and `extra_data`. Top-level
+`extra_data` records what a TA needs to audit the run: cell errors, captured
+output, limits, isolation layers, seed, versions and durations. Hidden checks are
+`after_due_date` and their output never includes inputs or values.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+from .. import __version__
+from .scoring import NOT_RUN, CheckScore, grade_cell_scores
+from .session import CellRecord
+
+STATUS_GRADED = "graded"
+STATUS_INVALID = "invalid"
+STATUS_ERROR = "error"
+DEVICE_MARK = {"passed": "✔", "failed": "✘", "skipped": "omitido"}
+
+
+@dataclass
+class SubmissionResult:
+    student: str
+    assignment: str
+    source: str
+    status: str  # graded | invalid | error
+    scores: list[CheckScore]
+    message: str = ""
+    cells: list[CellRecord] = field(default_factory=list)
+    output: str = ""
+    output_dropped: int = 0
+    restarts: int = 0
+    layers: dict = field(default_factory=dict)
+    limits: dict = field(default_factory=dict)
+    seed: int | None = None
+    seconds: float = 0.0
+    ta_detail: str = ""
+
+    @property
+    def score(self) -> float:
+        return round(sum(s.score for s in self.scores), 6)
+
+    @property
+    def max_score(self) -> float:
+        return round(sum(s.info.points for s in self.scores), 6)
+
+    def grade_cells(self) -> dict[str, dict[str, float]]:
+        return grade_cell_scores(self.scores)
+
+    def to_json(self) -> dict:
+        return {
+            "score": self.score,
+            "max_score": self.max_score,
+            "execution_time": round(self.seconds, 3),
+            "output": self.summary(),
+            "visibility": "visible",
+            "stdout_visibility": "hidden",
+            "tests": [_test_entry(s) for s in self.scores],
+            "extra_data": {
+                "student": self.student,
+                "assignment": self.assignment,
+                "source": self.source,
+                "status": self.status,
+                "grade_cells": self.grade_cells(),
+                "cells": [asdict(c) for c in self.cells],
+                "output": self.output,
+                "output_dropped_bytes": self.output_dropped,
+                "worker_restarts": self.restarts,
+                "isolation": self.layers,
+                "limits": self.limits,
+                "seed": self.seed,
+                "grader_version": __version__,
+                "ta_detail": self.ta_detail,
+            },
+        }
+
+    def summary(self) -> str:
+        """The top-level feedback text (Spanish)."""
+        lines = [f"Puntaje: {self.score:g} de {self.max_score:g}."]
+        if self.message:
+            lines.append(self.message)
+        failed = [c for c in self.cells if c.status != "ok"]
+        if failed:
+            lines.append("Celdas de tu notebook que fallaron al ejecutarse (las demás celdas sí se ejecutaron):")
+            for c in failed:
+                error = c.error or {}
+                lines.append(f"- celda {c.index}: {error.get('type', c.status)}: {error.get('message', '')}".rstrip(": "))
+        notes = [n for c in self.cells for n in c.notes]
+        if notes:
+            lines.append("Notas:")
+            lines += [f"- {n}" for n in dict.fromkeys(notes)]
+        return "\n".join(lines)
+
+
+def _test_entry(s: CheckScore) -> dict:
+    info = s.info
+    lines = []
+    for case in s.cases:
+        mark = DEVICE_MARK.get(case.outcome, case.outcome)
+        text = f"[{case.device}] {mark}"
+        if case.message:
+            text += f": {case.message}"
+        lines.append(text)
+    return {
+        "name": info.title,
+        "score": s.score,
+        "max_score": info.points,
+        "status": "passed" if s.passed else "failed",
+        "output": "\n".join(lines) or NOT_RUN,
+        "visibility": "after_due_date" if info.hidden else "visible",
+        "tags": [info.grade_id],
+        "extra_data": {
+            "check": info.check,
+            "grade_id": info.grade_id,
+            "hidden": info.hidden,
+            "cases": [{"device": c.device, "outcome": c.outcome, "seconds": round(c.seconds, 4),
+                       "properties": c.properties, "ta_detail": c.ta_detail} for c in s.cases],
+        },
+    }
+
+
+def dump(result: SubmissionResult) -> str:
+    return json.dumps(result.to_json(), ensure_ascii=False, indent=1, sort_keys=False) + "\n"

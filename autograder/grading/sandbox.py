@@ -1,0 +1,311 @@
+"""Trusted-side handles on the zygote and the workers it forks.
+
+`ZygoteHandle` starts the fork server with a clean environment and asks it for
+workers. `Worker` is one forked worker: requests with deadlines, output capture
+with a cap, and `kill()`, which SIGKILLs the worker's process group and then has
+the zygote (a subreaper) kill any descendant that escaped the group.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+
+from .. import wire
+from ..errors import ProtocolError, WorkerLost
+from ..worker.limits import WorkerLimits
+
+PRELOAD = "numpy,torch,torch.nn,torch.nn.functional,torch.optim,matplotlib,matplotlib.pyplot"
+ZYGOTE_START_TIMEOUT = 120.0
+CONTROL_TIMEOUT = 30.0
+WORKER_UID_BASE = 61000
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Everything a submission may use; all enforced from outside the worker."""
+
+    call_seconds: float = 10.0
+    cell_seconds: float = 30.0
+    check_seconds: float = 60.0
+    submission_seconds: float = 600.0
+    memory_mb: int = 4096
+    output_bytes: int = 64 * 1024
+    message_bytes: int = 256 * 2**20
+    notebook_bytes: int = 20 * 2**20
+    file_bytes: int = 256 * 2**20
+    processes: int = 64
+    restarts: int = 5
+
+    def worker_limits(self, *, cuda: bool) -> WorkerLimits:
+        return WorkerLimits(
+            # CUDA reserves huge address ranges, so an address-space cap is only safe without it.
+            memory_bytes=None if cuda else self.memory_mb * 2**20,
+            cpu_seconds=int(self.submission_seconds) + 5,
+            file_bytes=self.file_bytes,
+            open_files=256,
+            processes=self.processes,
+        )
+
+
+class OutputSink:
+    """Drains a worker's stdout/stderr pipe in a thread, keeping the first `limit` bytes."""
+
+    def __init__(self, fd: int, limit: int) -> None:
+        self.fd = fd
+        self.limit = limit
+        self.kept = bytearray()
+        self.dropped = 0
+        self._stop = False
+        self._thread = threading.Thread(target=self._drain, daemon=True)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        while not self._stop:
+            ready, _, _ = select.select([self.fd], [], [], 0.1)
+            if not ready:
+                continue
+            try:
+                chunk = os.read(self.fd, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            room = self.limit - len(self.kept)
+            if room > 0:
+                self.kept += chunk[:room]
+            self.dropped += max(0, len(chunk) - max(room, 0))
+
+    def close(self) -> tuple[str, int]:
+        self._stop = True
+        self._thread.join(timeout=2)
+        os.close(self.fd)
+        return self.kept.decode("utf-8", "replace"), self.dropped
+
+
+@dataclass
+class ExitInfo:
+    """How a worker ended, in words a student understands."""
+
+    reason: str
+
+    @classmethod
+    def from_status(cls, status: dict, *, killed_by_us: bool) -> "ExitInfo":
+        if killed_by_us:
+            return cls("se detuvo por exceder un límite")
+        if "signal" in status:
+            try:
+                name = signal.Signals(status["signal"]).name
+            except ValueError:
+                name = str(status["signal"])
+            hint = {
+                "SIGKILL": " (probablemente por usar demasiada memoria o tiempo de CPU)",
+                "SIGXCPU": " (se agotó el tiempo de CPU)",
+                "SIGSEGV": " (un acceso inválido a memoria)",
+            }.get(str(name), "")
+            return cls(f"terminó por la señal {name}{hint}")
+        if "exit" in status:
+            return cls(f"terminó con código de salida {status['exit']} (¿llamaste a `exit()` o `os._exit()`?)")
+        return cls("dejó de responder")
+
+
+class ZygoteHandle:
+    """The fork server of one grading slot."""
+
+    def __init__(self, *, threads: int, cuda: bool, limits: Limits, worker_uid: int | None) -> None:
+        self.cuda = cuda
+        self.limits = limits
+        self.worker_uid = worker_uid
+        self.threads = threads
+        self._start()
+
+    def _start(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        env = clean_environment(threads=self.threads)
+        self.process = subprocess.Popen(
+            [sys.executable, "-P", "-m", "autograder.worker.zygote", "--control-fd", str(theirs.fileno()),
+             "--preload", PRELOAD, "--threads", str(self.threads)],
+            pass_fds=[theirs.fileno()], env=env, cwd=tempfile.gettempdir(),
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        )
+        theirs.close()
+        self.control = ours
+        self.info = self._receive(ZYGOTE_START_TIMEOUT)
+
+    def _receive(self, timeout: float) -> dict:
+        self.control.settimeout(timeout)
+        try:
+            data = self.control.recv(65536)
+        except (OSError, socket.timeout) as exc:
+            raise RuntimeError(f"the zygote did not answer: {exc}") from exc
+        if not data:
+            raise RuntimeError(f"the zygote exited (status {self.process.poll()})")
+        return json.loads(data)
+
+    def _request(self, request: dict, fds: list[int] = ()) -> dict:
+        socket.send_fds(self.control, [json.dumps(request).encode()], list(fds))
+        return self._receive(CONTROL_TIMEOUT)
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def ensure_alive(self) -> bool:
+        """Restart the zygote if a worker managed to kill it; True if it had to."""
+        if self.alive:
+            return False
+        self.close()
+        self._start()
+        return True
+
+    def spawn(self, *, scratch: str) -> "Worker":
+        ours, theirs = socket.socketpair()
+        out_read, out_write = os.pipe()
+        spec = {
+            "limits": asdict(self.limits.worker_limits(cuda=self.cuda)),
+            "cwd": scratch,
+            "env": {"HOME": scratch, "TMPDIR": scratch, "MPLCONFIGDIR": scratch,
+                    "AUTOGRADER_GRADING": "1"},
+            "uid": self.worker_uid,
+            "gid": self.worker_uid,
+            "cuda": self.cuda,
+            "max_message_bytes": self.limits.message_bytes,
+        }
+        try:
+            reply = self._request({"op": "fork", "spec": spec}, [theirs.fileno(), out_write])
+        finally:
+            theirs.close()
+            os.close(out_write)
+        return Worker(self, reply["pid"], ours, OutputSink(out_read, self.limits.output_bytes),
+                      max_bytes=self.limits.message_bytes)
+
+    def reap(self) -> dict:
+        if not self.alive:
+            return {"killed": 0, "left": 0}
+        return self._request({"op": "reap"})
+
+    def status(self, pid: int) -> dict:
+        if not self.alive:
+            return {}
+        return self._request({"op": "status", "pid": pid})
+
+    def close(self) -> None:
+        try:
+            self.control.close()
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+            self.process.wait()
+
+
+def clean_environment(*, threads: int) -> dict[str, str]:
+    """The zygote's environment: nothing of the grader's beyond what Python needs."""
+    keep = ("PATH", "LANG", "LC_ALL", "CUDA_VISIBLE_DEVICES", "LD_LIBRARY_PATH", "VIRTUAL_ENV")
+    env = {k: os.environ[k] for k in keep if k in os.environ}
+    env.update({
+        "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONHASHSEED": "0",
+        "OMP_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
+        "MPLBACKEND": "Agg",
+        "PYTORCH_NVML_BASED_CUDA_CHECK": "1",
+    })
+    return env
+
+
+def worker_uid_for(slot: int) -> int | None:
+    """An unprivileged uid per slot when the grader runs as root; None otherwise."""
+    return WORKER_UID_BASE + slot if os.geteuid() == 0 else None
+
+
+@dataclass
+class Worker:
+    """One forked worker process serving one submission."""
+
+    zygote: ZygoteHandle
+    pid: int
+    sock: socket.socket
+    output: OutputSink
+    max_bytes: int
+    layers: dict = field(default_factory=dict)
+    killed_by_us: bool = False
+    dead: bool = False
+
+    def __post_init__(self) -> None:
+        self.conn = wire.Connection(self.sock, max_bytes=self.max_bytes)
+
+    def handshake(self, timeout: float) -> None:
+        message = self.receive(time.monotonic() + timeout)
+        if message.header.get("event") != "ready":
+            self.kill()
+            raise WorkerLost("El proceso que ejecuta tu código no pudo iniciarse.")
+        self.layers = message.header.get("layers", {})
+
+    def send(self, header: dict, buffers: list = (), *, deadline: float | None) -> None:
+        try:
+            self.conn.send(header, buffers, deadline=deadline)
+        except (TimeoutError, socket.timeout):
+            self.kill()
+            raise WorkerLost("Tu código no terminó a tiempo (no aceptó más datos).")
+        except OSError:
+            self._lost()
+
+    def receive(self, deadline: float | None) -> wire.Message:
+        try:
+            return self.conn.recv(deadline=deadline)
+        except (TimeoutError, socket.timeout):
+            self.kill()
+            raise WorkerLost("Tu código excedió el tiempo límite y se detuvo.") from None
+        except wire.TooLarge:
+            self.kill()
+            raise WorkerLost("Tu código devolvió un resultado demasiado grande.") from None
+        except ProtocolError:
+            self.kill()
+            raise WorkerLost("El proceso que ejecuta tu código envió una respuesta inválida.") from None
+        except (wire.ConnectionClosed, OSError):
+            self._lost()
+
+    def _lost(self) -> None:
+        status = self.zygote.status(self.pid)
+        waited = time.monotonic() + 1.0
+        while status.get("running") and time.monotonic() < waited:
+            time.sleep(0.01)
+            status = self.zygote.status(self.pid)
+        self.kill()
+        info = ExitInfo.from_status(status, killed_by_us=False)
+        raise WorkerLost(f"El proceso que ejecuta tu código {info.reason}.")
+
+    def kill(self) -> None:
+        if self.dead:
+            return
+        self.dead = True
+        self.killed_by_us = True
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.sock.close()
+        self.zygote.reap()
+
+
+def make_scratch(uid: int | None) -> str:
+    path = tempfile.mkdtemp(prefix="autograder-worker-")
+    if uid is not None:
+        os.chown(path, uid, uid)
+    os.chmod(path, 0o700)
+    return path
+
+
+def remove_scratch(path: str) -> None:
+    shutil.rmtree(path, ignore_errors=True)

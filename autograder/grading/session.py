@@ -1,0 +1,178 @@
+"""One submission's life in a worker: run its cells, serve the checks, restart when killed.
+
+The session is the `Transport` the checks' `Client` talks through. If a call hangs
+or kills the worker, that call's check fails, and the next request starts a fresh
+worker that re-runs the notebook's cells. A cell that hung or killed the worker is
+skipped from then on, so one runaway demo cell costs only what depends on it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from .. import wire
+from ..errors import WorkerLost
+from .sandbox import Limits, Worker, ZygoteHandle, make_scratch, remove_scratch
+
+HANDSHAKE_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class Cell:
+    """A code cell to execute: its 1-based position in the notebook and its Python source."""
+
+    index: int
+    source: str
+
+
+@dataclass
+class CellRecord:
+    """What happened to one cell the first time it ran."""
+
+    index: int
+    status: str  # ok | error | timeout | crashed
+    seconds: float
+    error: dict | None = None
+    output: str = ""
+    output_dropped: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+class SubmissionSession:
+    """Transport for one submission's checks, backed by a restartable worker."""
+
+    def __init__(self, zygote: ZygoteHandle, cells: list[Cell], *, limits: Limits) -> None:
+        self.zygote = zygote
+        self.cells = cells
+        self.limits = limits
+        self.generation = 0
+        self.records: dict[int, CellRecord] = {}
+        self.skipped: set[int] = set()
+        self.restarts = 0
+        self.zygote_restarts = 0
+        self.layers: dict = {}
+        self.output: list[str] = []
+        self.output_dropped = 0
+        self.deadline = time.monotonic() + limits.submission_seconds
+        self._worker: Worker | None = None
+        self._scratch: str | None = None
+
+    # Transport protocol ------------------------------------------------------
+
+    def device_ok(self, device: str) -> bool:
+        return device == "cpu" or self.zygote.cuda
+
+    def roundtrip(self, header: dict, buffers: list[memoryview], *, deadline: float | None) -> wire.Message:
+        worker = self.ensure_worker()
+        limit = min(self.deadline, time.monotonic() + self.limits.call_seconds)
+        if deadline is not None:
+            limit = min(limit, deadline)
+        worker.send(header, buffers, deadline=limit)
+        return worker.receive(limit)
+
+    # Worker lifecycle ----------------------------------------------------------
+
+    def ensure_worker(self) -> Worker:
+        if self._worker is not None and not self._worker.dead:
+            return self._worker
+        while True:
+            if time.monotonic() >= self.deadline:
+                raise WorkerLost(
+                    f"Se agotó el tiempo total para tu entrega ({self.limits.submission_seconds:g} s)."
+                )
+            if self.generation > 0:
+                self._retire()
+                if self.restarts >= self.limits.restarts:
+                    raise WorkerLost(
+                        "Tu código detuvo el proceso demasiadas veces; esta comprobación no se pudo evaluar."
+                    )
+                self.restarts += 1
+            try:
+                worker = self._start_worker()
+                self._execute(worker)
+                return worker
+            except WorkerLost:
+                continue
+
+    def _start_worker(self) -> Worker:
+        if self.zygote.ensure_alive():
+            self.zygote_restarts += 1
+        self.generation += 1
+        self._scratch = make_scratch(self.zygote.worker_uid)
+        self._worker = self.zygote.spawn(scratch=self._scratch)
+        self._worker.handshake(HANDSHAKE_SECONDS)
+        self.layers = self._worker.layers
+        return self._worker
+
+    def _execute(self, worker: Worker) -> None:
+        cells = [c for c in self.cells if c.index not in self.skipped]
+        worker.send({"op": "exec", "cells": [{"index": c.index, "source": c.source} for c in cells]},
+                    deadline=self.deadline)
+        pending = iter(cells)
+        current: Cell | None = None
+        started = 0.0
+        while True:
+            limit = self.deadline if current is None else min(self.deadline, started + self.limits.cell_seconds)
+            try:
+                event = worker.receive(limit).header
+            except WorkerLost as exc:
+                if current is not None:
+                    self.skipped.add(current.index)
+                    status = "timeout" if worker.killed_by_us else "crashed"
+                    self._record(CellRecord(current.index, status, time.monotonic() - started,
+                                            error={"type": status, "message": exc.summary, "traceback": ""}))
+                raise
+            kind = event.get("event")
+            if kind == "start" and current is None:
+                current = next(pending, None)
+                if current is None or event.get("index") != current.index:
+                    self._protocol_violation(worker)
+                started = time.monotonic()
+            elif kind == "end" and current is not None and event.get("index") == current.index:
+                self._record(_cell_record(event, time.monotonic() - started))
+                current = None
+            elif kind == "done" and current is None and next(pending, None) is None:
+                return
+            else:
+                self._protocol_violation(worker)
+
+    def _protocol_violation(self, worker: Worker) -> None:
+        worker.kill()
+        raise WorkerLost("El proceso que ejecuta tu código envió una respuesta inválida.")
+
+    def _record(self, record: CellRecord) -> None:
+        self.records.setdefault(record.index, record)
+
+    def _retire(self) -> None:
+        if self._worker is not None:
+            self._worker.kill()
+            text, dropped = self._worker.output.close()
+            self.output.append(text)
+            self.output_dropped += dropped
+            self._worker = None
+        if self._scratch is not None:
+            remove_scratch(self._scratch)
+            self._scratch = None
+
+    def close(self) -> None:
+        self._retire()
+
+
+def _cell_record(event: dict, seconds: float) -> CellRecord:
+    """A cell record from the worker's report, keeping only well-typed fields."""
+    error = event.get("error")
+    if not isinstance(error, dict):
+        error = None
+    else:
+        error = {k: str(error.get(k, ""))[:4000] for k in ("type", "message", "traceback")}
+    notes = event.get("notes")
+    return CellRecord(
+        index=int(event["index"]),
+        status="error" if error else "ok",
+        seconds=seconds,
+        error=error,
+        output=str(event.get("output", ""))[:16384],
+        output_dropped=int(event.get("output_dropped", 0)) if isinstance(event.get("output_dropped"), int) else 0,
+        notes=[str(n)[:500] for n in notes[:50]] if isinstance(notes, list) else [],
+    )

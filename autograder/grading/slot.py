@@ -1,0 +1,71 @@
+"""A grading slot: a trusted process that grades the submissions the coordinator sends it.
+
+Protocol (JSON lines over two pipes): the first job line is the configuration; the
+slot answers `ready` (with the grade cells and their points) or `failed`; then one
+`done` line per job, carrying the result file's text for the coordinator to write.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import traceback
+from dataclasses import asdict
+from pathlib import Path
+
+from ..course import Course
+from .discover import Submission
+from .grader import GradeOptions, Grader
+from .results import dump
+from .sandbox import Limits
+
+
+def options_from(data: dict) -> GradeOptions:
+    data = dict(data)
+    data["limits"] = Limits(**data["limits"])
+    data["devices"] = tuple(data["devices"])
+    return GradeOptions(**data)
+
+
+def options_to(options: GradeOptions) -> dict:
+    return asdict(options)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--jobs-fd", type=int, required=True)
+    parser.add_argument("--replies-fd", type=int, required=True)
+    args = parser.parse_args()
+    jobs = os.fdopen(args.jobs_fd, "r", encoding="utf-8")
+    replies = os.fdopen(args.replies_fd, "w", encoding="utf-8", buffering=1)
+
+    def send(message: dict) -> None:
+        replies.write(json.dumps(message, ensure_ascii=False) + "\n")
+        replies.flush()
+
+    config = json.loads(jobs.readline())
+    try:
+        assignment = Course(Path(config["course"])).assignment(config["assignment"])
+        grader = Grader(assignment, options=options_from(config["options"]), slot=config["slot"])
+    except Exception:
+        send({"event": "failed", "detail": traceback.format_exc()})
+        raise SystemExit(1)
+    cells: dict[str, float] = {}
+    for check in grader.checks:
+        cells[check.grade_id] = cells.get(check.grade_id, 0.0) + check.points
+    send({"event": "ready", "grade_cells": cells, "zygote": grader.zygote.info})
+    try:
+        for line in jobs:
+            job = json.loads(line)
+            submission = Submission(job["student"], Path(job["path"]) if job["path"] else None, job["problem"])
+            result = grader.grade(submission)
+            send({"event": "done", "student": result.student, "text": dump(result), "score": result.score,
+                  "max_score": result.max_score, "status": result.status, "seconds": round(result.seconds, 3),
+                  "restarts": result.restarts, "cell_errors": sum(c.status != "ok" for c in result.cells)})
+    finally:
+        grader.close()
+
+
+if __name__ == "__main__":
+    main()

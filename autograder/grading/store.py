@@ -1,0 +1,118 @@
+"""The output folder: one result file per student, written atomically, and the gradebook CSV.
+
+Only the batch coordinator writes here. It keeps the bytes it wrote and checks
+them again at the end of the batch, restoring any file that changed meanwhile.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from .. import __version__
+
+GRADEBOOK = "gradebook.csv"
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write `text` to `path` so that readers see either the old file or the whole new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def result_path(out_dir: Path, student: str) -> Path:
+    return out_dir / f"{student}.json"
+
+
+class ResultStore:
+    """Writes results and remembers them, to detect and undo tampering."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = out_dir
+        self.written: dict[str, str] = {}
+        out_dir.mkdir(parents=True, exist_ok=True)
+
+    def write(self, student: str, text: str) -> Path:
+        path = result_path(self.out_dir, student)
+        atomic_write(path, text)
+        self.written[student] = text
+        return path
+
+    def verify(self) -> list[str]:
+        """Rewrite every result file that no longer holds what was written; returns their students."""
+        restored = []
+        for student, text in self.written.items():
+            path = result_path(self.out_dir, student)
+            try:
+                current = path.read_text(encoding="utf-8")
+            except OSError:
+                current = None
+            if current != text:
+                atomic_write(path, text)
+                restored.append(student)
+        return restored
+
+    def write_gradebook(self, grade_ids: list[str]) -> Path:
+        """gradebook.csv from every result file in the folder: one row per student."""
+        rows = []
+        for path in sorted(self.out_dir.glob("*.json")):
+            try:
+                data = json.loads(path.read_text(encoding="utf-8"))
+                extra = data["extra_data"]
+                rows.append((extra["student"], extra["grade_cells"], data["score"], data["max_score"], extra["status"]))
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(["student", *grade_ids, "total", "max_score", "status"])
+        for student, cells, score, max_score, status in rows:
+            writer.writerow([student, *(_number(cells.get(g, {}).get("score", 0)) for g in grade_ids),
+                             _number(score), _number(max_score), status])
+        path = self.out_dir / GRADEBOOK
+        atomic_write(path, buffer.getvalue())
+        return path
+
+
+def _number(value: float) -> str:
+    return f"{value:g}"
+
+
+def crash_result(*, student: str, assignment: str, source: str, grade_cells: dict[str, float],
+                 detail: str) -> str:
+    """A result for a submission whose grading process died (not the student's fault)."""
+    max_score = sum(grade_cells.values())
+    data = {
+        "score": 0.0,
+        "max_score": max_score,
+        "output": ("No se pudo corregir tu entrega por un error del corrector (no es culpa de tu código). "
+                   "Los docentes volverán a corregirla."),
+        "visibility": "visible",
+        "tests": [],
+        "extra_data": {
+            "student": student, "assignment": assignment, "source": source, "status": "error",
+            "grade_cells": {g: {"score": 0.0, "max_score": m} for g, m in grade_cells.items()},
+            "grader_version": __version__, "ta_detail": detail,
+        },
+    }
+    return json.dumps(data, ensure_ascii=False, indent=1) + "\n"

@@ -1,0 +1,161 @@
+"""The worker: runs a student's notebook code and serves the checks' requests.
+
+It is forked by the zygote for one submission, confines itself (new session,
+limits, unprivileged uid, private scratch directory), then reads requests from
+its socket until the socket closes or the grader kills it. Nothing it sends is
+trusted: the grader decodes replies with the safe codec and verifies every value.
+"""
+
+from __future__ import annotations
+
+import builtins
+import io
+import linecache
+import os
+import socket
+import sys
+import time
+import types
+
+from .. import wire
+from ..dispatch import CELL_PREFIX, Dispatcher, describe_exception
+from . import limits
+from .shell import ShellStub, display
+
+MAX_CELL_OUTPUT = 16 * 1024
+MAX_CALL_OUTPUT = 4 * 1024
+
+
+class CappedText(io.TextIOBase):
+    """A text stream that keeps the first `limit` characters and counts the rest."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.parts: list[str] = []
+        self.kept = 0
+        self.dropped = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        text = str(text)
+        room = self.limit - self.kept
+        if room > 0:
+            self.parts.append(text[:room])
+            self.kept += min(room, len(text))
+        self.dropped += max(0, len(text) - max(room, 0))
+        return len(text)
+
+    def take(self) -> tuple[str, int]:
+        text, dropped = "".join(self.parts), self.dropped
+        self.parts, self.kept, self.dropped = [], 0, 0
+        return text, dropped
+
+
+class Captured:
+    """Redirects sys.stdout and sys.stderr into one capped buffer."""
+
+    def __init__(self, limit: int) -> None:
+        self.buffer = CappedText(limit)
+
+    def __enter__(self) -> CappedText:
+        self._saved = sys.stdout, sys.stderr
+        sys.stdout = sys.stderr = self.buffer
+        return self.buffer
+
+    def __exit__(self, *exc: object) -> None:
+        sys.stdout, sys.stderr = self._saved
+
+
+def fresh_namespace() -> tuple[dict, ShellStub]:
+    """A new `__main__` module, as a notebook kernel gives each session."""
+    module = types.ModuleType("__main__")
+    sys.modules["__main__"] = module
+    namespace = module.__dict__
+    namespace["__builtins__"] = builtins
+    shell = ShellStub(namespace)
+    namespace["get_ipython"] = lambda: shell
+    namespace["display"] = display
+    return namespace, shell
+
+
+def run_cell(namespace: dict, shell: ShellStub, cell: dict) -> dict:
+    """Execute one cell; a raised exception is recorded, never propagated."""
+    index, source = cell["index"], cell["source"]
+    filename = f"{CELL_PREFIX}{index}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    started = time.perf_counter()
+    error = None
+    with Captured(MAX_CELL_OUTPUT) as out:
+        try:
+            exec(compile(source, filename, "exec"), namespace)
+        except BaseException as exc:  # SystemExit and KeyboardInterrupt are the student's too
+            error = describe_exception(exc)
+            if isinstance(exc, SyntaxError):
+                error["traceback"] = f"  {filename}, línea {exc.lineno}\n    {(exc.text or '').rstrip()}"
+    text, dropped = out.take()
+    return {"index": index, "status": "error" if error else "ok", "error": error,
+            "output": text, "output_dropped": dropped, "notes": shell.take_notes(),
+            "seconds": time.perf_counter() - started}
+
+
+def serve(conn: wire.Connection, dispatcher: Dispatcher, shell: ShellStub) -> None:
+    while True:
+        try:
+            message = conn.recv()
+        except (wire.ConnectionClosed, OSError):
+            return
+        if message.header.get("op") == "exec":
+            for cell in message.header.get("cells", []):
+                conn.send({"event": "start", "index": cell["index"]})
+                conn.send({"event": "end", **run_cell(dispatcher.namespace, shell, cell)})
+            conn.send({"event": "done"})
+            continue
+        with Captured(MAX_CALL_OUTPUT) as out:
+            header, buffers = dispatcher.handle(message)
+        text, dropped = out.take()
+        if text or dropped:
+            header["output"], header["output_dropped"] = text, dropped
+        conn.send(header, buffers)
+
+
+def confine(spec: dict, *, rpc_fd: int, out_fd: int) -> dict:
+    """Everything between fork and the first line of student code. Returns what is in force."""
+    os.setsid()
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.dup2(out_fd, 1)
+    os.dup2(out_fd, 2)
+    os.closerange(3, rpc_fd)
+    os.closerange(rpc_fd + 1, 65536)
+    sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), line_buffering=True, errors="replace")
+    sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), line_buffering=True, errors="replace")
+    failed = limits.apply(limits.WorkerLimits(**spec["limits"]))
+    os.chdir(spec["cwd"])
+    os.environ.update(spec["env"])
+    layers = {"session": True, "rlimits": not failed, "rlimits_failed": failed}
+    if spec.get("uid") is not None:
+        limits.drop_privileges(spec["uid"], spec["gid"])
+    layers["uid"] = os.getuid()
+    layers["no_new_privs"] = limits.no_new_privileges()
+    layers["die_with_parent"] = limits.die_with_parent()
+    return layers
+
+
+def run_worker(spec: dict, *, rpc_fd: int, out_fd: int) -> None:
+    """Entry point in the forked child; never returns."""
+    try:
+        layers = confine(spec, rpc_fd=rpc_fd, out_fd=out_fd)
+        import torch
+
+        torch.manual_seed(0)
+        namespace, shell = fresh_namespace()
+        cuda = spec.get("cuda", False)
+        dispatcher = Dispatcher(namespace, max_bytes=spec["max_message_bytes"],
+                                device_ok=lambda d: d == "cpu" or cuda)
+        conn = wire.Connection(socket.socket(fileno=rpc_fd), max_bytes=spec["max_message_bytes"])
+        conn.send({"event": "ready", "pid": os.getpid(), "layers": layers})
+        serve(conn, dispatcher, shell)
+    finally:
+        os._exit(0)

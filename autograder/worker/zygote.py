@@ -1,0 +1,158 @@
+"""The zygote: a fork server that has paid for `import torch` once.
+
+Started by a grading slot with a clean environment, it preloads the heavy
+libraries, marks itself a child subreaper, then forks one worker per request.
+Because it is a subreaper, anything a worker starts (double-forked daemons
+included) re-parents here when its parent dies, so `reap` can kill every
+descendant. It never runs student code itself.
+
+Protocol: JSON requests on a SOCK_SEQPACKET control socket, file descriptors for a
+new worker passed alongside with SCM_RIGHTS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import signal
+import socket
+import sys
+import time
+
+from . import limits
+
+MAX_REQUEST = 65536
+
+
+def descendants(root: int) -> list[int]:
+    """Pids of every live descendant of `root`, from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2:].split()
+        children.setdefault(int(fields[1]), []).append(int(entry))
+    found, frontier = [], [root]
+    while frontier:
+        pid = frontier.pop()
+        for child in children.get(pid, []):
+            found.append(child)
+            frontier.append(child)
+    return found
+
+
+class Zygote:
+    def __init__(self, control: socket.socket) -> None:
+        self.control = control
+        self.statuses: dict[int, dict] = {}
+
+    def collect(self) -> None:
+        """Reap finished children, remembering how each ended."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if os.WIFSIGNALED(status):
+                self.statuses[pid] = {"signal": os.WTERMSIG(status)}
+            else:
+                self.statuses[pid] = {"exit": os.WEXITSTATUS(status)}
+
+    def fork(self, spec: dict, fds: list[int]) -> dict:
+        rpc_fd, out_fd = fds
+        pid = os.fork()
+        if pid == 0:
+            self.control.close()
+            from .main import run_worker
+
+            run_worker(spec, rpc_fd=rpc_fd, out_fd=out_fd)
+        os.close(rpc_fd)
+        os.close(out_fd)
+        return {"pid": pid}
+
+    def reap(self) -> dict:
+        """Kill every descendant and wait until none is left."""
+        killed = 0
+        for _ in range(200):
+            self.collect()
+            pids = descendants(os.getpid())
+            if not pids:
+                break
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                    killed += 1
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.005)
+        self.collect()
+        return {"killed": killed, "left": len(descendants(os.getpid()))}
+
+    def status(self, pid: int) -> dict:
+        self.collect()
+        return self.statuses.get(pid, {"running": True})
+
+    def serve(self) -> None:
+        while True:
+            try:
+                data, fds, _flags, _addr = socket.recv_fds(self.control, MAX_REQUEST, 2)
+            except OSError:
+                return
+            if not data:
+                return
+            request = json.loads(data)
+            op = request["op"]
+            if op == "fork":
+                reply = self.fork(request["spec"], fds)
+            elif op == "reap":
+                reply = self.reap()
+            elif op == "status":
+                reply = self.status(request["pid"])
+            else:
+                reply = {"error": f"unknown op {op}"}
+            self.control.send(json.dumps(reply).encode())
+
+
+def preload(modules: list[str]) -> list[str]:
+    loaded = []
+    for name in modules:
+        try:
+            importlib.import_module(name)
+            loaded.append(name)
+        except ImportError:
+            pass
+    return loaded
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--control-fd", type=int, required=True)
+    parser.add_argument("--preload", default="")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    control = socket.socket(fileno=args.control_fd)
+    subreaper = limits.become_subreaper()
+    limits.die_with_parent()
+    loaded = preload([m for m in args.preload.split(",") if m])
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from . import main as _worker_main  # noqa: F401  (imported before forking)
+
+    control.send(json.dumps({"ready": True, "pid": os.getpid(), "subreaper": subreaper,
+                             "preloaded": loaded, "torch": torch.__version__,
+                             "python": sys.version.split()[0]}).encode())
+    Zygote(control).serve()
+
+
+if __name__ == "__main__":
+    main()
