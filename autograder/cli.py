@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import random
 import sys
-from dataclasses import asdict, fields
+from dataclasses import fields
 from pathlib import Path
 
 from .course import Course, CourseError
@@ -74,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _grading_options(parser: argparse.ArgumentParser) -> None:
-    from .grading.sandbox import Limits
+    from .grading.options import Limits
 
     parser.add_argument("--seed", type=int, default=None, help="seed of the checks' random inputs (default: fresh)")
     parser.add_argument("--devices", default="cpu,cuda", help="devices checks may run on (default: cpu,cuda)")
@@ -90,14 +90,13 @@ def _course(args: argparse.Namespace) -> Course:
 
 
 def _options(args: argparse.Namespace, *, public_only: bool = False) -> dict:
-    from .grading.grader import GradeOptions
-    from .grading.sandbox import Limits
+    from .grading.options import GradeOptions, Limits
 
     limits = Limits(**{name: getattr(args, name) for name in LIMIT_FLAGS})
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
     options = GradeOptions(limits=limits, seed=seed, devices=tuple(d for d in args.devices.split(",") if d),
                            public_only=public_only, timing_scale=args.timing_scale)
-    return asdict(options)
+    return options.to_dict()
 
 
 def _build(args: argparse.Namespace) -> int:

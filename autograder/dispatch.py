@@ -143,6 +143,11 @@ class Dispatcher:
             raise _BadRequest("bad call arguments")
         return fn(*args, **kwargs)
 
+    def _call_each(self, fn: object, calls: list) -> list:
+        if type(calls) is not list or not all(type(args) is list for args in calls):
+            raise _BadRequest("bad call_each arguments")
+        return [fn(*args) for args in calls]
+
     def _binop(self, name: str, left: object, right: object) -> object:
         if name not in BINARY_OPS:
             raise _BadRequest(f"unknown operator {name!r}")
@@ -182,7 +187,7 @@ def _name(name: object) -> str:
 
 _OPERATIONS: dict[str, Callable] = {
     "lookup": Dispatcher._lookup, "getattr": Dispatcher._getattr, "setattr": Dispatcher._setattr,
-    "call": Dispatcher._call, "binop": Dispatcher._binop, "unop": Dispatcher._unop,
+    "call": Dispatcher._call, "call_each": Dispatcher._call_each, "binop": Dispatcher._binop, "unop": Dispatcher._unop,
     "getitem": Dispatcher._getitem, "setitem": Dispatcher._setitem, "len": Dispatcher._len,
     "items": Dispatcher._items, "repr": Dispatcher._repr,
 }

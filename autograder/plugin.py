@@ -231,26 +231,38 @@ class CheckRun:
         finally:
             call_deadline.reset(token)
 
-    @pytest.hookimpl(hookwrapper=True)
-    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo):
-        report = (yield).get_result()
-        if report.when == "teardown" or (report.when == "setup" and report.passed):
-            return
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo) -> pytest.TestReport:
+        """The report, built without pytest's traceback rendering (it parses source; nobody reads it here)."""
+        excinfo = call.excinfo
+        if excinfo is None:
+            outcome, longrepr = "passed", None
+        elif isinstance(excinfo.value, pytest.skip.Exception):
+            outcome, longrepr = "skipped", (str(item.path), 0, excinfo.value.msg)
+        else:
+            outcome, longrepr = "failed", f"{excinfo.typename}: {excinfo.value}"
+        report = pytest.TestReport(item.nodeid, item.location, dict.fromkeys(item.keywords, 1), outcome, longrepr,
+                            call.when, duration=call.duration, start=call.start, stop=call.stop,
+                            user_properties=item.user_properties)
+        if call.when == "call" or (call.when == "setup" and outcome != "passed"):
+            self._record(item, call, outcome)
+        return report
+
+    def _record(self, item: pytest.Item, call: pytest.CallInfo, outcome: str) -> None:
         grade_id, points, _ = check_metadata(item)
         hidden = item.get_closest_marker("hidden") is not None
         callspec = getattr(item, "callspec", None)
-        outcome = CaseOutcome(
+        case = CaseOutcome(
             check=getattr(item, "originalname", item.name), nodeid=item.nodeid, title=title_of(item),
             grade_id=grade_id, points=points, hidden=hidden,
             device=callspec.params.get("device", "cpu") if callspec else "cpu",
-            outcome=report.outcome, seconds=call.duration, properties=dict(item.user_properties),
+            outcome=outcome, seconds=call.duration, properties=dict(item.user_properties),
         )
-        if report.skipped:
-            outcome.message = outcome.ta_detail = report.longrepr[2] if isinstance(report.longrepr, tuple) else ""
-            outcome.message = outcome.message.removeprefix("Skipped: ")
-        elif report.failed:
-            outcome.message, outcome.ta_detail = render_failure(call.excinfo, hidden=hidden)
-        self.outcomes.append(outcome)
+        if outcome == "skipped":
+            case.message = case.ta_detail = call.excinfo.value.msg
+        elif outcome == "failed":
+            case.message, case.ta_detail = render_failure(call.excinfo, hidden=hidden)
+        self.outcomes.append(case)
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:

@@ -39,24 +39,25 @@ MAX_NODES = 1_000_000
 MAX_NDIM = 16
 _SMALL_MESSAGE = 256 * 1024
 
-TORCH_DTYPES: dict[str, torch.dtype] = {
-    str(dt).removeprefix("torch."): dt
-    for dt in (
-        torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64,
-        torch.float16, torch.bfloat16, torch.float32, torch.float64,
-        torch.complex64, torch.complex128,
-    )
+#: torch dtype -> (wire name, numpy dtype with the same bytes; bfloat16 travels as int16 bits).
+_TORCH_WIRE: dict[torch.dtype, tuple[str, np.dtype]] = {
+    torch.bool: ("bool", np.dtype(np.bool_)), torch.uint8: ("uint8", np.dtype(np.uint8)),
+    torch.int8: ("int8", np.dtype(np.int8)), torch.int16: ("int16", np.dtype(np.int16)),
+    torch.int32: ("int32", np.dtype(np.int32)), torch.int64: ("int64", np.dtype(np.int64)),
+    torch.float16: ("float16", np.dtype(np.float16)), torch.bfloat16: ("bfloat16", np.dtype(np.int16)),
+    torch.float32: ("float32", np.dtype(np.float32)), torch.float64: ("float64", np.dtype(np.float64)),
+    torch.complex64: ("complex64", np.dtype(np.complex64)), torch.complex128: ("complex128", np.dtype(np.complex128)),
 }
+TORCH_DTYPES: dict[str, tuple[torch.dtype, np.dtype]] = {name: (dt, npdt) for dt, (name, npdt) in _TORCH_WIRE.items()}
 NUMPY_DTYPES = frozenset(
     "bool uint8 uint16 uint32 uint64 int8 int16 int32 int64 "
     "float16 float32 float64 complex64 complex128".split()
 )
 _DEVICE = re.compile(r"^(cpu|cuda(:\d{1,2})?)$")
 _TAGS = {
-    "list": {"$", "v"}, "tuple": {"$", "v"}, "dict": {"$", "v"}, "float": {"$", "v"},
-    "tensor": {"$", "b", "dtype", "shape", "device", "grad"},
-    "ndarray": {"$", "b", "dtype", "shape"},
-    "ref": {"$", "id", "type"},
+    "list": frozenset({"$", "v"}), "tuple": frozenset({"$", "v"}), "dict": frozenset({"$", "v"}),
+    "float": frozenset({"$", "v"}), "tensor": frozenset({"$", "b", "dtype", "shape", "device", "grad"}),
+    "ndarray": frozenset({"$", "b", "dtype", "shape"}), "ref": frozenset({"$", "id", "type"}),
 }
 
 
@@ -122,17 +123,25 @@ def encode(value: object, *, fallback: Fallback, max_bytes: int) -> tuple[object
 
 
 def _encode_tensor(t: torch.Tensor, add_buffer: Callable[[memoryview], int]) -> dict | None:
-    if t.layout != torch.strided or t.is_quantized or t.device.type not in ("cpu", "cuda"):
+    wire = _TORCH_WIRE.get(t.dtype)
+    if wire is None or t.layout is not torch.strided or t.is_quantized:
         return None
-    name = str(t.dtype).removeprefix("torch.")
-    if name not in TORCH_DTYPES:
+    if t.is_cuda:
+        device = str(t.device)
+        data = t.detach().resolve_conj().resolve_neg().cpu().contiguous()
+    elif t.device.type == "cpu":
+        device = "cpu"
+        data = t.detach()
+        if not data.is_contiguous() or data.is_conj() or data.is_neg():
+            data = data.resolve_conj().resolve_neg().contiguous()
+    else:
         return None
-    device = str(t.device)
-    data = t.detach().resolve_conj().resolve_neg().to("cpu").contiguous()
-    raw = data.reshape(-1).view(torch.uint8) if data.numel() else torch.empty(0, dtype=torch.uint8)
-    index = add_buffer(memoryview(raw.numpy()))
-    return {"$": "tensor", "b": index, "dtype": name, "shape": list(t.shape),
-            "device": device, "grad": bool(t.requires_grad)}
+    if t.dtype is torch.bfloat16:
+        data = data.view(torch.int16)
+    array = data.numpy()
+    index = add_buffer(memoryview(array.reshape(-1) if array.ndim != 1 else array).cast("B"))
+    return {"$": "tensor", "b": index, "dtype": wire[0], "shape": list(t.shape), "device": device,
+            "grad": t.requires_grad}
 
 
 def refuse_unknown(x: object) -> dict:
@@ -167,9 +176,9 @@ def decode(tree: object, buffers: Sequence[memoryview], *, make_ref: RefFactory,
         t = type(node)
         if node is None or t is bool or t is int or t is str or t is float:
             return node
-        if t is not dict or set(node) != _TAGS.get(node.get("$"), ()):
+        tag = node.get("$") if t is dict else None
+        if tag not in _TAGS or node.keys() != _TAGS[tag]:
             raise ProtocolError(f"unknown node {str(node)[:80]!r}")
-        tag = node["$"]
         if tag in ("list", "tuple"):
             items = _list(node["v"])
             out = [walk(item, depth + 1) for item in items]
@@ -214,20 +223,18 @@ def _shape(value: object) -> tuple[int, ...]:
 
 
 def _decode_tensor(node: dict, take, device_ok) -> torch.Tensor:
-    dtype = TORCH_DTYPES.get(node["dtype"]) if type(node["dtype"]) is str else None
+    wire = TORCH_DTYPES.get(node["dtype"]) if type(node["dtype"]) is str else None
     device = node["device"]
-    if dtype is None or type(device) is not str or not _DEVICE.match(device) or type(node["grad"]) is not bool:
+    if wire is None or type(device) is not str or type(node["grad"]) is not bool:
         raise ProtocolError("bad tensor header")
-    if not device_ok(device):
-        raise ProtocolError(f"device {device} is not available here")
+    if device != "cpu" and not (_DEVICE.match(device) and device_ok(device)):
+        raise ProtocolError(f"device {device!r} is not available here")
+    dtype, npdtype = wire
     shape = _shape(node["shape"])
-    numel = math.prod(shape)
-    itemsize = torch.empty(0, dtype=dtype).element_size()
-    view = take(node["b"], numel * itemsize)
-    if numel == 0:
-        tensor = torch.empty(shape, dtype=dtype)
-    else:
-        tensor = torch.frombuffer(view, dtype=dtype).reshape(shape)
+    view = take(node["b"], math.prod(shape) * npdtype.itemsize)
+    tensor = torch.from_numpy(np.frombuffer(view, dtype=npdtype).reshape(shape))
+    if dtype is torch.bfloat16:
+        tensor = tensor.view(torch.bfloat16)
     if device != "cpu":
         tensor = tensor.to(device)
     if node["grad"] and (dtype.is_floating_point or dtype.is_complex):
@@ -250,17 +257,22 @@ def _pad(n: int) -> int:
     return -n % ALIGN
 
 
-def frame(header: dict, buffers: Sequence[memoryview]) -> list:
-    """The byte segments of one message (header gets the buffer lengths as "_b")."""
-    header = dict(header, _b=[b.nbytes for b in buffers])
-    head = _JSON_OUT.encode(header).encode()
-    segments: list = [b"", head, b"\0" * _pad(len(head))]
-    body = len(head) + _pad(len(head))
-    for buf in buffers:
-        segments += [buf, b"\0" * _pad(buf.nbytes)]
-        body += buf.nbytes + _pad(buf.nbytes)
-    segments[0] = PREFIX.pack(MAGIC, len(head), body)
-    return segments
+def frame(header: dict, buffers: Sequence[memoryview]) -> tuple[bytes, list]:
+    """One message as (prefix + header, [buffer, padding, ...]); the header gets the buffer lengths as "_b"."""
+    lengths = [b.nbytes for b in buffers]
+    head = _JSON_OUT.encode(dict(header, _b=lengths)).encode()
+    pad = -len(head) % ALIGN
+    tail: list = []
+    body = len(head) + pad
+    for buf, n in zip(buffers, lengths):
+        tail.append(buf)
+        if n % ALIGN:
+            tail.append(_ZEROS[: -n % ALIGN])
+        body += n + (-n % ALIGN)
+    return PREFIX.pack(MAGIC, len(head), body) + head + _ZEROS[:pad], tail
+
+
+_ZEROS = bytes(ALIGN)
 
 
 def parse_body(head_len: int, body: bytearray) -> Message:
@@ -297,9 +309,12 @@ _JSON_IN = json.JSONDecoder(parse_constant=_reject_constant)
 
 def roundtrip_bytes(header: dict, buffers: Sequence[memoryview]) -> Message:
     """Frame and parse in memory: the same copy-by-value semantics as a real pipe."""
-    data = b"".join(bytes(s) if isinstance(s, memoryview) else s for s in frame(header, buffers))
-    _, head_len, body_len = PREFIX.unpack_from(data)
-    return parse_body(head_len, bytearray(data[PREFIX.size:]))
+    first, tail = frame(header, buffers)
+    data = bytearray(first)
+    for part in tail:
+        data += part
+    _, head_len, _ = PREFIX.unpack_from(data)
+    return parse_body(head_len, data[PREFIX.size:])
 
 
 class Connection:
@@ -318,15 +333,20 @@ class Connection:
         return self.sock.fileno()
 
     def send(self, header: dict, buffers: Sequence[memoryview] = (), *, deadline: float | None = None) -> None:
-        segments = frame(header, buffers)
+        first, tail = frame(header, buffers)
         self._set_timeout(deadline)
-        total = sum(s.nbytes if isinstance(s, memoryview) else len(s) for s in segments)
-        if total <= _SMALL_MESSAGE:
-            self.sock.sendall(b"".join(segments))
+        if not tail:
+            self.sock.sendall(first)
+        elif sum(part.nbytes if type(part) is memoryview else len(part) for part in tail) <= _SMALL_MESSAGE:
+            data = bytearray(first)
+            for part in tail:
+                data += part
+            self.sock.sendall(data)
         else:
-            for segment in segments:
+            self.sock.sendall(first)
+            for part in tail:
                 self._set_timeout(deadline)
-                self.sock.sendall(segment)
+                self.sock.sendall(part)
 
     def recv(self, *, deadline: float | None = None) -> Message:
         self._fill(PREFIX.size, deadline)
@@ -362,7 +382,8 @@ class Connection:
 
     def _set_timeout(self, deadline: float | None) -> None:
         if deadline is None:
-            self.sock.settimeout(None)
+            if self.sock.gettimeout() is not None:
+                self.sock.settimeout(None)
             return
         remaining = deadline - time.monotonic()
         if remaining <= 0:

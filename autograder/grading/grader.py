@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 
 from ..course import Assignment
 from ..errors import WorkerLost
@@ -18,7 +18,8 @@ from .checks import CheckSuite
 from .discover import Submission
 from .intake import InvalidSubmission, TestCells, code_cells, read_notebook
 from .results import STATUS_ERROR, STATUS_GRADED, STATUS_INVALID, SubmissionResult
-from .sandbox import Limits, ZygoteHandle, worker_uid_for
+from .options import GradeOptions
+from .sandbox import ZygoteHandle, cpu_for, pin_to_cpu, worker_uid_for
 from .scoring import score_checks
 from .session import SubmissionSession
 
@@ -28,38 +29,26 @@ GRADER_ERROR = (
 )
 
 
-@dataclass(frozen=True)
-class GradeOptions:
-    """How to grade: limits, which checks and devices, and the seed of the random inputs."""
-
-    limits: Limits = field(default_factory=Limits)
-    seed: int = 0
-    devices: tuple[str, ...] = ("cpu", "cuda")
-    public_only: bool = False
-    timing_scale: float = 1.0
-    threads: int = 1
-
-    def pytest_options(self) -> list[str]:
-        return ["--ag-seed", str(self.seed), "--ag-devices", ",".join(self.devices),
-                "--ag-check-seconds", str(self.limits.check_seconds),
-                "--ag-timing-scale", str(self.timing_scale)]
-
-
 class Grader:
     def __init__(self, assignment: Assignment, *, options: GradeOptions, slot: int = 0) -> None:
         import torch
 
-        torch.set_num_threads(options.threads)
         self.assignment = assignment
         self.options = options
+        self.cpu = cpu_for(slot)
+        cuda = "cuda" in options.devices and torch.cuda.is_available()
+        # The zygote preloads on another core while this process imports the checks, then both pin.
+        self.zygote = ZygoteHandle(threads=options.threads, cuda=cuda, limits=options.limits,
+                                   worker_uid=worker_uid_for(slot), cpu=self.cpu)
+        import torch._dynamo  # noqa: F401  (imported by the first optimizer step: 1.8 s, paid here once)
+
+        torch.set_num_threads(options.threads)
         self.suite = CheckSuite(assignment.check_files(), public_only=options.public_only,
                                 options=options.pytest_options())
         self.checks = self.suite.collect()
-        release = assignment.release_notebook
-        self.tests = TestCells.from_notebook(read_notebook(release, max_bytes=2**30))
-        cuda = "cuda" in options.devices and torch.cuda.is_available()
-        self.zygote = ZygoteHandle(threads=options.threads, cuda=cuda, limits=options.limits,
-                                   worker_uid=worker_uid_for(slot))
+        self.tests = TestCells.from_notebook(read_notebook(assignment.release_notebook, max_bytes=2**30))
+        self.zygote.wait_ready()
+        pin_to_cpu(self.cpu)
 
     def close(self) -> None:
         self.zygote.close()

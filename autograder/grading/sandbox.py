@@ -23,39 +23,14 @@ from dataclasses import asdict, dataclass, field
 
 from .. import wire
 from ..errors import ProtocolError, WorkerLost
-from ..worker.limits import WorkerLimits
+from .options import Limits
 
-PRELOAD = "numpy,torch,torch.nn,torch.nn.functional,torch.optim,matplotlib,matplotlib.pyplot"
+#: Imported once by the zygote; torch._dynamo (1.8 s) is what the first `optimizer.step()` would import.
+PRELOAD = ("numpy,torch,torch.nn,torch.nn.functional,torch.optim,torch._dynamo,matplotlib,matplotlib.pyplot,"
+           "IPython.display")
 ZYGOTE_START_TIMEOUT = 120.0
 CONTROL_TIMEOUT = 30.0
 WORKER_UID_BASE = 61000
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Everything a submission may use; all enforced from outside the worker."""
-
-    call_seconds: float = 10.0
-    cell_seconds: float = 30.0
-    check_seconds: float = 60.0
-    submission_seconds: float = 600.0
-    memory_mb: int = 4096
-    output_bytes: int = 64 * 1024
-    message_bytes: int = 256 * 2**20
-    notebook_bytes: int = 20 * 2**20
-    file_bytes: int = 256 * 2**20
-    processes: int = 64
-    restarts: int = 5
-
-    def worker_limits(self, *, cuda: bool) -> WorkerLimits:
-        return WorkerLimits(
-            # CUDA reserves huge address ranges, so an address-space cap is only safe without it.
-            memory_bytes=None if cuda else self.memory_mb * 2**20,
-            cpu_seconds=int(self.submission_seconds) + 5,
-            file_bytes=self.file_bytes,
-            open_files=256,
-            processes=self.processes,
-        )
 
 
 class OutputSink:
@@ -122,24 +97,30 @@ class ExitInfo:
 class ZygoteHandle:
     """The fork server of one grading slot."""
 
-    def __init__(self, *, threads: int, cuda: bool, limits: Limits, worker_uid: int | None) -> None:
+    def __init__(self, *, threads: int, cuda: bool, limits: Limits, worker_uid: int | None,
+                 cpu: int | None = None) -> None:
+        self.cpu = cpu
         self.cuda = cuda
         self.limits = limits
         self.worker_uid = worker_uid
         self.threads = threads
-        self._start()
+        self.start()
 
-    def _start(self) -> None:
+    def start(self) -> None:
+        """Launch the zygote; `wait_ready()` then waits for its preloading to finish."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         env = clean_environment(threads=self.threads)
         self.process = subprocess.Popen(
             [sys.executable, "-P", "-m", "autograder.worker.zygote", "--control-fd", str(theirs.fileno()),
-             "--preload", PRELOAD, "--threads", str(self.threads)],
+             "--preload", PRELOAD, "--threads", str(self.threads),
+             *(["--cpu", str(self.cpu)] if self.cpu is not None else [])],
             pass_fds=[theirs.fileno()], env=env, cwd=tempfile.gettempdir(),
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
         )
         theirs.close()
         self.control = ours
+
+    def wait_ready(self) -> None:
         self.info = self._receive(ZYGOTE_START_TIMEOUT)
 
     def _receive(self, timeout: float) -> dict:
@@ -165,7 +146,8 @@ class ZygoteHandle:
         if self.alive:
             return False
         self.close()
-        self._start()
+        self.start()
+        self.wait_ready()
         return True
 
     def spawn(self, *, scratch: str) -> "Worker":
@@ -218,10 +200,32 @@ def clean_environment(*, threads: int) -> dict[str, str]:
         "PYTHONHASHSEED": "0",
         "OMP_NUM_THREADS": str(threads),
         "MKL_NUM_THREADS": str(threads),
+        "OPENBLAS_NUM_THREADS": str(threads),
         "MPLBACKEND": "Agg",
         "PYTORCH_NVML_BASED_CUDA_CHECK": "1",
     })
     return env
+
+
+def cpu_for(slot: int) -> int | None:
+    """The CPU a slot, its zygote and its workers share, or None where affinity is not available.
+
+    A slot and its worker take turns (every call is synchronous), so sharing a core costs
+    no parallelism, and a wake-up on the same core is several times cheaper than across cores.
+    """
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return None
+    return cpus[slot % len(cpus)]
+
+
+def pin_to_cpu(cpu: int | None) -> None:
+    if cpu is not None:
+        try:
+            os.sched_setaffinity(0, {cpu})
+        except OSError:
+            pass
 
 
 def worker_uid_for(slot: int) -> int | None:

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 
 from .. import wire
 from ..errors import WorkerLost
-from .sandbox import Limits, Worker, ZygoteHandle, make_scratch, remove_scratch
+from .options import Limits
+from .sandbox import Worker, ZygoteHandle, make_scratch, remove_scratch
 
 HANDSHAKE_SECONDS = 30.0
 

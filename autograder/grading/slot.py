@@ -11,25 +11,13 @@ import argparse
 import json
 import os
 import traceback
-from dataclasses import asdict
 from pathlib import Path
 
 from ..course import Course
 from .discover import Submission
-from .grader import GradeOptions, Grader
+from .grader import Grader
+from .options import GradeOptions
 from .results import dump
-from .sandbox import Limits
-
-
-def options_from(data: dict) -> GradeOptions:
-    data = dict(data)
-    data["limits"] = Limits(**data["limits"])
-    data["devices"] = tuple(data["devices"])
-    return GradeOptions(**data)
-
-
-def options_to(options: GradeOptions) -> dict:
-    return asdict(options)
 
 
 def main() -> None:
@@ -47,7 +35,7 @@ def main() -> None:
     config = json.loads(jobs.readline())
     try:
         assignment = Course(Path(config["course"])).assignment(config["assignment"])
-        grader = Grader(assignment, options=options_from(config["options"]), slot=config["slot"])
+        grader = Grader(assignment, options=GradeOptions.from_dict(config["options"]), slot=config["slot"])
     except Exception:
         send({"event": "failed", "detail": traceback.format_exc()})
         raise SystemExit(1)

@@ -138,6 +138,7 @@ def main() -> None:
     parser.add_argument("--control-fd", type=int, required=True)
     parser.add_argument("--preload", default="")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--cpu", type=int, default=None, help="pin to this CPU once preloaded")
     args = parser.parse_args()
     control = socket.socket(fileno=args.control_fd)
     subreaper = limits.become_subreaper()
@@ -147,6 +148,9 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     from . import main as _worker_main  # noqa: F401  (imported before forking)
+
+    if args.cpu is not None:
+        os.sched_setaffinity(0, {args.cpu})
 
     control.send(json.dumps({"ready": True, "pid": os.getpid(), "subreaper": subreaper,
                              "preloaded": loaded, "torch": torch.__version__,
