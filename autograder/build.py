@@ -90,17 +90,15 @@ def validate_points(assignment: Assignment, checks: list) -> dict[str, dict[str,
             problems.append(f"checks {names} use grade_id {grade_id!r}, which is no grade cell of {notebook}")
     if problems:
         raise BuildError("points do not match:\n  " + "\n  ".join(problems))
-    return {g: {"points": cells[g], "public": sum(c.points for c in by_cell[g] if not c.hidden)} for g in cells}
+    return {g: {"points": float(cells[g]), "public": float(sum(c.points for c in by_cell[g] if not c.hidden))}
+            for g in cells}
 
 
 def public_check_files(assignment: Assignment, checks: list) -> list[Path]:
-    """Check files that hold only public checks; a file mixing public and hidden ones is an error."""
-    from .grading.checks import CheckSuite
-
+    """Helpers and the check files that hold only public checks; mixing both in one file is an error."""
     public = []
     for path in assignment.check_files():
-        infos = CheckSuite([path]).collect()
-        hidden = {c.hidden for c in infos}
+        hidden = {c.hidden for c in checks if c.file == path.name}
         if hidden == {True, False}:
             raise BuildError(f"{path.name} mixes public and hidden checks; keep hidden checks in their own file")
         if hidden == {False}:

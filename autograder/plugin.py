@@ -40,6 +40,7 @@ MARKERS = {
     "time_limit(seconds)": "wall-clock budget for one case of this check",
 }
 ALL_DEVICES = ("cpu", "cuda")
+NO_GPU = "no hay GPU en esta máquina"
 DEFAULTS = {"check_seconds": 60.0, "timing_repeats": 5, "timing_scale": 1.0}
 INTERNAL_ERROR = (
     "No se pudo evaluar esta comprobación ({kind}). Revisa que tus funciones devuelvan "
@@ -91,7 +92,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     params = []
     for device in devices:
         if device == "cuda" and not cuda_available():
-            reason = "no hay GPU (cuda) en esta máquina; sus puntos pasan a los casos que sí corrieron"
+            reason = NO_GPU
         elif device not in allowed:
             reason = f"el dispositivo {device} no está habilitado en esta corrida"
         else:

@@ -2,9 +2,11 @@
 
 Both sides are timed from the process that runs the checks, with fresh inputs for
 every call (no caching pays), a warm-up first, and the median of interleaved
-repeats (load drift hits both alike). The student's result on the timed inputs is
-verified too, so a fast wrong answer earns nothing. A hopeless first call ends the
-check early instead of burning the time budget.
+repeats (load drift hits both alike). The reference's inputs and output go through
+the same wire codec a call to the student pays for (trusted code, so it cannot be
+slowed down from the worker), which keeps the ratio about compute on any device.
+The student's result on the timed inputs is verified too, so a fast wrong answer
+earns nothing. A hopeless first call ends the check early instead of burning time.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any, Callable
 import torch
 
 from ..errors import CheckFailure
+from ..wire import copy_through_wire
 
 HOPELESS_FACTOR = 4.0
 
@@ -51,6 +54,11 @@ def compare_speed(*, student: Callable[..., Any], reference: Callable[..., Any],
                   make_inputs: Callable[[], tuple], verify: Callable[[Any, tuple], None],
                   budget: SpeedBudget, name: str, device: str) -> SpeedReport:
     """Time `student(*inputs)` against `reference(*inputs)`; fail if the ratio is over budget."""
+    plain_reference = reference
+
+    def reference(*inputs: Any) -> Any:
+        return copy_through_wire(plain_reference(*copy_through_wire(inputs)))
+
     inputs = make_inputs()
     reference_first, _ = _timed(lambda: reference(*inputs), device)
     student_first, result = _timed(lambda: student(*inputs), device)

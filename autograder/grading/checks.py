@@ -31,6 +31,7 @@ class CheckInfo:
     points: float
     hidden: bool
     devices: tuple[str, ...]
+    file: str = ""
 
 
 class _Collector:
@@ -65,14 +66,15 @@ class CheckSuite:
         for item in collector.items:
             grade_id, points, _ = check_metadata(item)
             name = getattr(item, "originalname", item.name)
-            key = f"{item.path.name}::{name}"
             callspec = getattr(item, "callspec", None)
             device = callspec.params.get("device", "cpu") if callspec else "cpu"
-            previous = checks.get(key)
-            checks[key] = CheckInfo(
+            previous = checks.get(name)
+            if previous and previous.file != item.path.name:
+                raise SuiteError(f"check {name} is defined in both {previous.file} and {item.path.name}")
+            checks[name] = CheckInfo(
                 check=name, title=title_of(item), grade_id=grade_id, points=points,
                 hidden=item.get_closest_marker("hidden") is not None,
-                devices=(*previous.devices, device) if previous else (device,),
+                devices=(*previous.devices, device) if previous else (device,), file=item.path.name,
             )
         return list(checks.values())
 

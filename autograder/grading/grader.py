@@ -16,7 +16,7 @@ from ..course import Assignment
 from ..errors import WorkerLost
 from .checks import CheckSuite
 from .discover import Submission
-from .intake import InvalidSubmission, TestCells, code_cells, read_notebook
+from .intake import InvalidSubmission, AutogradedCells, code_cells, read_notebook
 from .results import STATUS_ERROR, STATUS_GRADED, STATUS_INVALID, SubmissionResult
 from .options import GradeOptions
 from .sandbox import ZygoteHandle, cpu_for, pin_to_cpu, worker_uid_for
@@ -45,8 +45,13 @@ class Grader:
         torch.set_num_threads(options.threads)
         self.suite = CheckSuite(assignment.check_files(), public_only=options.public_only,
                                 options=options.pytest_options())
-        self.checks = self.suite.collect()
-        self.tests = TestCells.from_notebook(read_notebook(assignment.release_notebook, max_bytes=2**30))
+        release = read_notebook(assignment.release_notebook, max_bytes=2**30)
+        self.tests = AutogradedCells.from_notebook(release)
+        # Feedback follows the notebook: grade cells in order, public checks before hidden ones.
+        order = {cell.grade_id: i for i, cell in enumerate(assignment.grade_cells(assignment.release_notebook))}
+        ranked = sorted(enumerate(self.suite.collect()),
+                        key=lambda pair: (order.get(pair[1].grade_id, len(order)), pair[1].hidden, pair[0]))
+        self.checks = [check for _, check in ranked]
         self.zygote.wait_ready()
         pin_to_cpu(self.cpu)
 

@@ -18,14 +18,14 @@ class InvalidSubmission(Exception):
 
 
 @dataclass(frozen=True)
-class TestCells:
+class AutogradedCells:
     """How to recognise the autograder test cells of the released notebook."""
 
     grade_ids: frozenset[str]
     sources: frozenset[str]
 
     @classmethod
-    def from_notebook(cls, notebook: dict) -> "TestCells":
+    def from_notebook(cls, notebook: dict) -> "AutogradedCells":
         ids, sources = set(), set()
         for cell in notebook.get("cells", []):
             if is_test_cell_metadata(cell):
@@ -122,14 +122,21 @@ def _kernel_language(notebook: dict) -> str | None:
     return None
 
 
-def code_cells(notebook: dict, *, tests: TestCells) -> list[Cell]:
+def code_cells(notebook: dict, *, tests: AutogradedCells) -> list[Cell]:
     """Every code cell in notebook order except the autograder test cells, as Python."""
     cells = []
     for position, cell in enumerate(notebook["cells"], start=1):
         if cell.get("cell_type") != "code" or tests.matches(cell):
             continue
-        cells.append(Cell(index=position, source=python_source(cell_source(cell))))
+        source = cell_source(cell)
+        cells.append(Cell(index=position, source=python_source(source), preview=first_line(source)))
     return cells
+
+
+def first_line(source: str, limit: int = 60) -> str:
+    """The first non-blank line of a cell, shortened: how a student recognises the cell."""
+    line = next((line.strip() for line in source.splitlines() if line.strip()), "")
+    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 _transformer = None

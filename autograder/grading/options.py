@@ -21,7 +21,7 @@ class Limits:
     notebook_bytes: int = 20 * 2**20
     file_bytes: int = 256 * 2**20
     processes: int = 64
-    restarts: int = 5
+    restarts: int = 50  # a safety net: the submission's time budget is the real bound
 
     def worker_limits(self, *, cuda: bool) -> WorkerLimits:
         return WorkerLimits(

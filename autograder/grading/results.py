@@ -13,6 +13,7 @@ import json
 from dataclasses import asdict, dataclass, field
 
 from .. import __version__
+from ..plugin import NO_GPU
 from .scoring import NOT_RUN, CheckScore, grade_cell_scores
 from .session import CellRecord
 
@@ -88,7 +89,11 @@ class SubmissionResult:
             lines.append("Celdas de tu notebook que fallaron al ejecutarse (las demás celdas sí se ejecutaron):")
             for c in failed:
                 error = c.error or {}
-                lines.append(f"- celda {c.index}: {error.get('type', c.status)}: {error.get('message', '')}".rstrip(": "))
+                where = f"celda {c.index}" + (f" (`{c.preview}`)" if c.preview else "")
+                lines.append(f"- {where}: {error.get('type', c.status)}: {error.get('message', '')}".rstrip(": "))
+        if any(case.message == NO_GPU for s in self.scores for case in s.cases):
+            lines.append("Los casos en `cuda` se omitieron porque no hay GPU en la máquina de corrección; "
+                         "los puntos de cada comprobación se reparten entre los casos que sí corrieron.")
         notes = [n for c in self.cells for n in c.notes]
         if notes:
             lines.append("Notas:")

@@ -119,9 +119,13 @@ class ZygoteHandle:
         )
         theirs.close()
         self.control = ours
+        self.info: dict | None = None
 
-    def wait_ready(self) -> None:
-        self.info = self._receive(ZYGOTE_START_TIMEOUT)
+    def wait_ready(self) -> dict:
+        """The zygote's start-up report, waiting for its preloading to finish the first time."""
+        if self.info is None:
+            self.info = self._receive(ZYGOTE_START_TIMEOUT)
+        return self.info
 
     def _receive(self, timeout: float) -> dict:
         self.control.settimeout(timeout)
@@ -134,6 +138,7 @@ class ZygoteHandle:
         return json.loads(data)
 
     def _request(self, request: dict, fds: list[int] = ()) -> dict:
+        self.wait_ready()
         socket.send_fds(self.control, [json.dumps(request).encode()], list(fds))
         return self._receive(CONTROL_TIMEOUT)
 

@@ -21,10 +21,11 @@ HANDSHAKE_SECONDS = 30.0
 
 @dataclass(frozen=True)
 class Cell:
-    """A code cell to execute: its 1-based position in the notebook and its Python source."""
+    """A code cell to execute: its 1-based position in the notebook, its Python source, and its first line."""
 
     index: int
     source: str
+    preview: str = ""
 
 
 @dataclass
@@ -34,6 +35,7 @@ class CellRecord:
     index: int
     status: str  # ok | error | timeout | crashed
     seconds: float
+    preview: str = ""
     error: dict | None = None
     output: str = ""
     output_dropped: int = 0
@@ -121,7 +123,7 @@ class SubmissionSession:
                 if current is not None:
                     self.skipped.add(current.index)
                     status = "timeout" if worker.killed_by_us else "crashed"
-                    self._record(CellRecord(current.index, status, time.monotonic() - started,
+                    self._record(CellRecord(current.index, status, time.monotonic() - started, current.preview,
                                             error={"type": status, "message": exc.summary, "traceback": ""}))
                 raise
             kind = event.get("event")
@@ -131,7 +133,7 @@ class SubmissionSession:
                     self._protocol_violation(worker)
                 started = time.monotonic()
             elif kind == "end" and current is not None and event.get("index") == current.index:
-                self._record(_cell_record(event, time.monotonic() - started))
+                self._record(_cell_record(event, time.monotonic() - started, current.preview))
                 current = None
             elif kind == "done" and current is None and next(pending, None) is None:
                 return
@@ -160,7 +162,7 @@ class SubmissionSession:
         self._retire()
 
 
-def _cell_record(event: dict, seconds: float) -> CellRecord:
+def _cell_record(event: dict, seconds: float, preview: str) -> CellRecord:
     """A cell record from the worker's report, keeping only well-typed fields."""
     error = event.get("error")
     if not isinstance(error, dict):
@@ -172,6 +174,7 @@ def _cell_record(event: dict, seconds: float) -> CellRecord:
         index=int(event["index"]),
         status="error" if error else "ok",
         seconds=seconds,
+        preview=preview,
         error=error,
         output=str(event.get("output", ""))[:16384],
         output_dropped=int(event.get("output_dropped", 0)) if isinstance(event.get("output_dropped"), int) else 0,

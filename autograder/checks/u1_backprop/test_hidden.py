@@ -114,7 +114,7 @@ def test_optimizers_minimise_a_quadratic(student, device, rng):
                                         what="`(next_w, config)`")
             param.grad = (A @ param - b).detach()
             reference.step()
-        expect_close(w, param.detach(), name="w tras 30 pasos")
+        expect_close(w, param.detach(), name="w (paso 30)")
 
 
 @pytest.mark.grade_id("autograd")

@@ -14,12 +14,14 @@ from autograder.errors import CheckFailure
 PARAM_SHAPES = {"W1": ("D", "H"), "b1": ("H",), "W2": ("H", "C"), "b2": ("C",)}
 
 
-def linear_case(student, x: torch.Tensor, W: torch.Tensor, b: torch.Tensor, dout: torch.Tensor) -> None:
-    """Forward and backward of `linear_*` against `x @ W + b` and autograd."""
+def linear_case(student, x: torch.Tensor, W: torch.Tensor, b: torch.Tensor, dout: torch.Tensor, *,
+                forward: bool = True) -> None:
+    """`linear_backward` (and, with `forward`, `linear_forward`) against `x @ W + b` and autograd."""
     out, cache = expect_sequence(student.linear_forward(x, W, b), 2, name="linear_forward", what="`(out, cache)`")
     leaves = [t.clone().requires_grad_() for t in (x, W, b)]
     expected = F.linear(leaves[0], leaves[1].T, leaves[2])
-    expect_close(out, expected, name="out", hint="la capa afín es `x @ W + b`.")
+    if forward:
+        expect_close(out, expected, name="out", hint="la capa afín es `x @ W + b`.")
     expected.backward(dout)
     dx, dW, db = expect_sequence(student.linear_backward(dout, cache), 3, name="linear_backward",
                                  what="`(dx, dW, db)`")
@@ -34,23 +36,27 @@ GRADIENT_HINTS = {
 }
 
 
-def relu_case(student, x: torch.Tensor, dout: torch.Tensor) -> None:
+def relu_case(student, x: torch.Tensor, dout: torch.Tensor, *, forward: bool = True) -> None:
+    """`relu_backward` (and, with `forward`, `relu_forward`) against `torch.relu` and autograd."""
     out, cache = expect_sequence(student.relu_forward(x), 2, name="relu_forward", what="`(out, cache)`")
     leaf = x.clone().requires_grad_()
     expected = torch.relu(leaf)
-    expect_close(out, expected, name="out")
+    if forward:
+        expect_close(out, expected, name="out")
     expected.backward(dout)
     expect_close(student.relu_backward(dout, cache), leaf.grad, name="dx",
                  hint="el gradiente pasa solo donde la entrada era positiva.")
 
 
-def cross_entropy_case(student, logits: torch.Tensor, y: torch.Tensor) -> None:
+def cross_entropy_case(student, logits: torch.Tensor, y: torch.Tensor, *, loss_too: bool = True) -> None:
+    """`dlogits` (and, with `loss_too`, the loss) against `F.cross_entropy` and autograd."""
     loss, dlogits = expect_sequence(student.softmax_cross_entropy(logits, y), 2, name="softmax_cross_entropy",
                                     what="`(loss, dlogits)`")
     leaf = logits.clone().requires_grad_()
     expected = F.cross_entropy(leaf, y)
-    expect_close(loss, expected, name="loss",
-                 hint="la pérdida es el promedio (no la suma) de $-\\log p_{y_i}$ sobre el lote.")
+    if loss_too:
+        expect_close(loss, expected, name="loss",
+                     hint="la pérdida es el promedio (no la suma) de $-\\log p_{y_i}$ sobre el lote.")
     expected.backward()
     expect_close(dlogits, leaf.grad, name="dlogits",
                  hint="$\\partial L/\\partial z = (\\mathrm{softmax}(z) - \\mathrm{onehot}(y)) / N$.")
@@ -107,8 +113,8 @@ def expect_trajectory(student_update, torch_optimizer: type, hyper: dict, config
         optimizer.step()
         if not isinstance(config, dict):
             raise CheckFailure(f"`{name}` debe devolver el diccionario `config` actualizado.")
-        expect_close(w, param.detach(), name=f"w tras {step} paso(s) de `{name}`",
-                     hint="compara tu regla de actualización con la fórmula del enunciado.")
+        expect_close(w, param.detach(), name=f"w (paso {step})",
+                     hint=f"compara la regla de actualización de `{name}` con la fórmula del enunciado.")
     return config
 
 

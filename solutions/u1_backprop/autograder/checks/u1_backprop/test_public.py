@@ -30,7 +30,7 @@ def test_linear_backward_matches_autograd(student, device, rng):
     """¿`linear_backward` da los mismos gradientes que autograd?"""
     N, D, M = size(rng, 2, 8), size(rng, 2, 10), size(rng, 2, 6)
     linear_case(student, randn(rng, N, D, device=device), randn(rng, D, M, device=device),
-                randn(rng, M, device=device), randn(rng, N, M, device=device))
+                randn(rng, M, device=device), randn(rng, N, M, device=device), forward=False)
 
 
 @pytest.mark.grade_id("relu")
@@ -46,8 +46,8 @@ def test_relu_forward_matches_torch(student, device, rng):
 @pytest.mark.points(1)
 def test_relu_backward_matches_autograd(student, device, rng):
     """¿`relu_backward` deja pasar el gradiente solo donde $x > 0$?"""
-    shape = (size(rng, 2, 8), size(rng, 2, 8))
-    relu_case(student, randn(rng, *shape, device=device), randn(rng, *shape, device=device))
+    shape = (size(rng, 4, 8), size(rng, 4, 8))  # at least 16 entries: a missing mask cannot pass by luck
+    relu_case(student, randn(rng, *shape, device=device), randn(rng, *shape, device=device), forward=False)
 
 
 @pytest.mark.grade_id("softmax")
@@ -84,7 +84,8 @@ def test_cross_entropy_loss_matches_torch(student, device, rng):
 def test_cross_entropy_gradient_matches_autograd(student, device, rng):
     """¿`dlogits` coincide con el gradiente de autograd?"""
     N, C = size(rng, 2, 10), size(rng, 2, 7)
-    cross_entropy_case(student, randn(rng, N, C, device=device, scale=2.0), randint(rng, 0, C, N, device=device))
+    cross_entropy_case(student, randn(rng, N, C, device=device, scale=2.0), randint(rng, 0, C, N, device=device),
+                       loss_too=False)
 
 
 @pytest.mark.grade_id("two_layer_net")
@@ -172,7 +173,7 @@ def test_pairwise_distances_match_cdist(student, device, rng):
 
 @pytest.mark.grade_id("vectorized")
 @pytest.mark.points(2)
-@pytest.mark.timing(max_ratio=40)
+@pytest.mark.timing(max_ratio=50)
 def test_pairwise_distances_are_fast(student, device, rng, speed_budget):
     """¿`pairwise_sq_distances` es vectorizada (sin bucles de Python)?"""
 

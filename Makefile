@@ -1,0 +1,40 @@
+# Everything runs from a virtual environment in .venv/, created on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: demo test test-fast build bench calibrate clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## build: source/ -> release/ and solutions/ for every assignment
+build: $(STAMP)
+	$(BIN)/autograder build
+
+## demo: build, then grade the bundled Unit 1 examples and print the class summary
+demo: build
+	$(BIN)/autograder grade u1_backprop examples/u1_backprop --out autograded/demo-u1_backprop --workers 2 --call-seconds 3
+
+## test: the whole suite (engine, build, course, attacks, student self-check)
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+## test-fast: everything but the tests marked slow
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
+
+## bench: marginal grading cost per submission, next to nbgrader autograde
+bench: $(STAMP)
+	$(BIN)/python bench/grading_throughput.py
+
+## calibrate: timing-check ratios of the Unit 1 solution over repeated runs
+calibrate: $(STAMP)
+	$(BIN)/autograder calibrate u1_backprop --runs 10
+
+clean:
+	rm -rf $(VENV) autograded gradebook.db .pytest_cache

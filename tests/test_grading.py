@@ -1,0 +1,103 @@
+"""Grading a class end to end on the engine's fixture course (independent of the course content)."""
+
+import json
+import shutil
+
+import pytest
+
+from conftest import grade, with_cells, write
+
+pytestmark = pytest.mark.slow
+
+HALF_DONE = "def double(x):\n    return x + x"
+
+
+@pytest.fixture(scope="module")
+def graded(demo_course, tmp_path_factory):
+    root = tmp_path_factory.mktemp("class")
+    release = demo_course.release_dir("demo") / "demo.ipynb"
+    solution = demo_course.solutions_dir("demo") / "demo.ipynb"
+    flat = root / "flat"
+    flat.mkdir()
+    shutil.copy(solution, flat / "solution.ipynb")
+    shutil.copy(release, flat / "release.ipynb")
+    write(with_cells(release, HALF_DONE), flat / "half.ipynb")
+    (flat / "garbage.ipynb").write_bytes(b"\x00\x01 not a notebook")
+    tree = root / "submitted"
+    (tree / "zoe" / "demo").mkdir(parents=True)
+    shutil.copy(solution, tree / "zoe" / "demo" / "demo.ipynb")
+    (tree / "yuri" / "demo").mkdir(parents=True)
+    out = root / "out"
+    return grade(demo_course, "demo", [flat, tree], out), out
+
+
+def test_the_solution_scores_max_and_the_release_zero(graded):
+    """Does the solution earn every point and the untouched release none?"""
+    results, _ = graded
+    assert results["solution"]["score"] == results["solution"]["max_score"] == 4
+    assert results["zoe"]["score"] == 4
+    assert results["release"]["score"] == 0
+
+
+def test_partial_work_earns_exactly_its_grade_cells(graded):
+    """Does a notebook with one part done earn that part's cell and nothing else?"""
+    cells = graded[0]["half"]["extra_data"]["grade_cells"]
+    assert cells == {"double": {"score": 2.0, "max_score": 2.0}, "counter": {"score": 0.0, "max_score": 2.0}}
+
+
+def test_unreadable_and_missing_submissions_get_a_result_with_a_reason(graded):
+    """Do a garbage file and an empty student folder each get a zero result that says why?"""
+    results, _ = graded
+    assert results["garbage"]["extra_data"]["status"] == "invalid"
+    assert "UTF-8" in results["garbage"]["output"] or "notebook" in results["garbage"]["output"]
+    assert results["yuri"]["extra_data"]["status"] == "invalid"
+    assert "ningún notebook" in results["yuri"]["output"]
+    assert [t["score"] for t in results["yuri"]["tests"]] == [0.0] * 4
+
+
+def test_results_follow_the_gradescope_schema(graded):
+    """Does each result carry Gradescope's fields, with hidden checks visible only after the deadline?"""
+    result = graded[0]["half"]
+    assert {"score", "max_score", "output", "tests", "visibility"} <= set(result)
+    for test in result["tests"]:
+        assert {"name", "score", "max_score", "status", "output", "visibility"} <= set(test)
+        assert test["status"] in ("passed", "failed")
+        assert test["visibility"] == ("after_due_date" if test["extra_data"]["hidden"] else "visible")
+    extra = result["extra_data"]
+    assert {"cells", "limits", "isolation", "seed", "grader_version", "output"} <= set(extra)
+    assert [t["extra_data"]["check"] for t in result["tests"]][:2] == ["test_double_matches_two_x",
+                                                                       "test_double_keeps_shape_and_dtype"]
+
+
+def test_cuda_cases_show_as_skipped_when_there_is_no_gpu(graded):
+    """Without a GPU, is every cuda case listed as skipped rather than vanishing?"""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: the cuda cases run")
+    cases = [c for t in graded[0]["solution"]["tests"] for c in t["extra_data"]["cases"]]
+    assert {c["outcome"] for c in cases if c["device"] == "cuda"} == {"skipped"}
+    assert "no hay GPU" in graded[0]["solution"]["output"]
+
+
+def test_gradebook_and_result_files(graded):
+    """Is there one result file per student, no temporary file, and a gradebook row each?"""
+    _, out = graded
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted([f"{s}.json" for s in ("solution", "release", "half", "garbage", "zoe", "yuri")]
+                           + ["gradebook.csv"])
+    rows = (out / "gradebook.csv").read_text().splitlines()
+    assert rows[0] == "student,double,counter,total,max_score,status"
+    assert "half,2,0,2,4,graded" in rows and "yuri,0,0,0,4,invalid" in rows
+
+
+def test_hidden_feedback_reveals_no_values(demo_course, tmp_path):
+    """For hidden checks, do messages omit the student's exception text (which may echo hidden inputs)?"""
+    release = demo_course.release_dir("demo") / "demo.ipynb"
+    leaky = write(with_cells(release, "def double(x):\n    raise ValueError(f'secret input {x.shape}')"),
+                  tmp_path / "leaky.ipynb")
+    result = grade(demo_course, "demo", [leaky], tmp_path / "out", workers=1)["leaky"]
+    outputs = {t["extra_data"]["check"]: t["output"] for t in result["tests"]}
+    assert "secret input" in outputs["test_double_matches_two_x"]
+    assert "secret input" not in outputs["test_double_keeps_shape_and_dtype"]
+    assert "ValueError" in outputs["test_double_keeps_shape_and_dtype"]

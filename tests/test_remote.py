@@ -1,0 +1,103 @@
+"""Proxies into the student's namespace, through the in-process transport the notebook uses."""
+
+import pytest
+import torch
+
+from autograder.errors import MissingName, StudentError, WorkerLost
+from autograder.remote import Client, LocalTransport, RemoteRef, StudentNamespace, call_each
+
+STUDENT_CODE = '''
+import torch
+
+def double_in_place(x):
+    x.mul_(2)
+    return x
+
+def broken():
+    raise ValueError("mal")
+
+def todo():
+    raise NotImplementedError()
+
+class Counter:
+    def __init__(self, start=0):
+        self.total = start
+    def add(self, k):
+        self.total += k
+        return self
+    def __add__(self, other):
+        return Counter(self.total + (other.total if isinstance(other, Counter) else other))
+    def __radd__(self, other):
+        return self + other
+    def __rsub__(self, other):
+        return Counter(other - self.total)
+'''
+
+
+@pytest.fixture
+def student():
+    namespace = {}
+    exec(STUDENT_CODE, namespace)
+    return StudentNamespace(Client(LocalTransport(namespace)))
+
+
+def test_arguments_and_results_cross_by_value(student):
+    """Does a student function that mutates its input leave the check's tensor untouched?"""
+    x = torch.ones(3)
+    out = student.double_in_place(x)
+    assert torch.equal(out, torch.full((3,), 2.0))
+    assert torch.equal(x, torch.ones(3))
+
+
+def test_objects_stay_behind_refs_with_methods_attributes_and_operators(student):
+    """Can a check build an object, call its methods, read and set attributes, and use operators?"""
+    counter = student.Counter(1).add(2)
+    assert isinstance(counter, RemoteRef)
+    assert counter.total == 3
+    counter.total = 10
+    assert counter.total == 10
+    assert (counter + 5).total == 15
+    assert (5 + counter).total == 15
+    assert (20 - counter).total == 10
+
+
+def test_missing_names_are_named(student):
+    """Does a missing function produce a failure that names it?"""
+    with pytest.raises(MissingName, match="linear_forward"):
+        student.linear_forward
+
+
+def test_student_exceptions_become_student_errors(student):
+    """Does an exception in student code carry its type and message, without leaking as itself?"""
+    with pytest.raises(StudentError) as info:
+        student.broken()
+    assert info.value.type_name == "ValueError" and info.value.message == "mal"
+    assert "mal" not in info.value.render(reveal=False)
+    assert "mal" in info.value.render(reveal=True)
+
+
+def test_not_implemented_reads_as_not_done(student):
+    """Is NotImplementedError reported as 'not implemented yet'?"""
+    with pytest.raises(StudentError, match="todavía no está implementada"):
+        student.todo()
+
+
+def test_call_each_equals_a_loop(student):
+    """Does one `call_each` round trip give what a loop of calls gives?"""
+    inputs = [(torch.full((2,), float(i)),) for i in range(4)]
+    assert all(torch.equal(a, b) for a, b in zip(call_each(student.double_in_place, inputs),
+                                                 [student.double_in_place(*args) for args in inputs]))
+
+
+def test_refs_from_a_restarted_worker_are_refused(student):
+    """After a worker restart, is an old handle refused instead of reaching a different object?"""
+    counter = student.Counter()
+    counter._client.transport.generation += 1
+    with pytest.raises(WorkerLost):
+        student.Counter().add(counter)
+
+
+def test_the_truth_value_of_a_student_object_is_refused(student):
+    """Must checks compare explicitly instead of trusting `bool(student_object)`?"""
+    with pytest.raises(TypeError):
+        bool(student.Counter())

@@ -1,0 +1,195 @@
+"""The worker process: cells, limits enforced from outside, restarts, and a process tree that dies with it."""
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from autograder.errors import StudentError, WorkerLost
+from autograder.grading.intake import AutogradedCells, code_cells
+from autograder.grading.options import Limits
+from autograder.grading.sandbox import ZygoteHandle, worker_uid_for
+from autograder.grading.session import Cell, SubmissionSession
+from autograder.remote import Client, StudentNamespace
+
+LIMITS = Limits(call_seconds=2, cell_seconds=2, submission_seconds=120, memory_mb=1024, output_bytes=4096)
+
+
+@pytest.fixture(scope="module")
+def zygote():
+    os.environ["AUTOGRADER_TEST_SECRET"] = "s3cret"
+    try:
+        handle = ZygoteHandle(threads=1, cuda=False, limits=LIMITS, worker_uid=worker_uid_for(0))
+    finally:
+        del os.environ["AUTOGRADER_TEST_SECRET"]
+    yield handle
+    handle.close()
+
+
+def session_for(zygote, *sources: str) -> tuple[SubmissionSession, StudentNamespace]:
+    cells = [Cell(index=i, source=source) for i, source in enumerate(sources, start=1)]
+    session = SubmissionSession(zygote, cells, limits=LIMITS)
+    return session, StudentNamespace(Client(session))
+
+
+def test_cells_run_in_order_and_an_error_does_not_stop_later_cells(zygote):
+    """Are errors recorded per cell while the following cells still run, as nbgrader does?"""
+    session, student = session_for(zygote, "x = 1\nprint('hola')", "1 / 0", "def f():\n    return x + 1",
+                                   "def g(:\n    pass")
+    try:
+        session.ensure_worker()
+        assert [r.status for r in session.records.values()] == ["ok", "error", "ok", "error"]
+        assert session.records[1].output == "hola\n"
+        assert session.records[2].error["type"] == "ZeroDivisionError"
+        assert session.records[4].error["type"] == "SyntaxError"
+        assert student.f() == 2
+    finally:
+        session.close()
+
+
+def test_magics_and_shell_escapes_are_neutralised(zygote):
+    """Do `%magic` and `!cmd` lines run nothing, leave a note, and keep `%%time` code running?"""
+    notebook = {"cells": [
+        {"cell_type": "code", "source": "%matplotlib inline\n!rm -rf /tmp/anything\nx = 3", "metadata": {}},
+        {"cell_type": "code", "source": "%%time\ny = x * 2", "metadata": {}},
+        {"cell_type": "code", "source": "%%bash\necho hacked > /tmp/hacked", "metadata": {}},
+    ]}
+    session = SubmissionSession(zygote, code_cells(notebook, tests=AutogradedCells(frozenset(), frozenset())), limits=LIMITS)
+    try:
+        session.ensure_worker()
+        student = StudentNamespace(Client(session))
+        assert student.y == 6
+        notes = [n for r in session.records.values() for n in r.notes]
+        assert any("%matplotlib inline" in n for n in notes) and any("!rm -rf" in n for n in notes)
+        assert any("%%bash" in n for n in notes)
+        assert not Path("/tmp/hacked").exists()
+    finally:
+        session.close()
+
+
+def test_a_hanging_cell_is_stopped_and_skipped_after_restart(zygote):
+    """Does a cell that never ends cost only itself: later cells run on a fresh worker?"""
+    session, student = session_for(zygote, "a = 1", "while True:\n    pass", "b = a + 1")
+    try:
+        started = time.monotonic()
+        session.ensure_worker()
+        assert time.monotonic() - started < LIMITS.cell_seconds + 10
+        assert [session.records[i].status for i in (1, 2, 3)] == ["ok", "timeout", "ok"]
+        assert student.b == 2
+        assert session.restarts == 1
+    finally:
+        session.close()
+
+
+def test_a_call_that_kills_the_worker_costs_only_that_call(zygote):
+    """After `os._exit` in one call, does the next call get a fresh, working worker?"""
+    session, student = session_for(zygote, "import os\ndef die():\n    os._exit(0)\ndef ok():\n    return 7")
+    try:
+        with pytest.raises(WorkerLost, match="código de salida 0"):
+            student.die()
+        assert student.ok() == 7
+        assert session.restarts == 1
+    finally:
+        session.close()
+
+
+def test_a_loop_that_ignores_signals_is_killed_at_the_call_deadline(zygote):
+    """Is a call that ignores SIGTERM and SIGALRM still stopped on time from outside?"""
+    session, student = session_for(zygote, (
+        "import signal\n"
+        "def spin():\n"
+        "    for s in (signal.SIGTERM, signal.SIGALRM, signal.SIGINT):\n"
+        "        signal.signal(s, signal.SIG_IGN)\n"
+        "    while True:\n"
+        "        pass\n"))
+    try:
+        started = time.monotonic()
+        with pytest.raises(WorkerLost, match="tiempo límite"):
+            student.spin()
+        assert time.monotonic() - started < LIMITS.call_seconds + 2
+    finally:
+        session.close()
+
+
+def test_nothing_the_submission_starts_outlives_it(zygote, tmp_path):
+    """Are double-forked, setsid daemons killed with the worker, before they can act?"""
+    marker = tmp_path / "daemon-was-here"
+    os.chmod(tmp_path, 0o777)
+    session, student = session_for(zygote, (
+        "import os, time\n"
+        "def spawn():\n"
+        "    if os.fork() == 0:\n"
+        "        os.setsid()\n"
+        "        if os.fork() == 0:\n"
+        "            time.sleep(1.5)\n"
+        f"            open({str(marker)!r}, 'w').write('x')\n"
+        "            os._exit(0)\n"
+        "        os._exit(0)\n"
+        "    time.sleep(0.2)\n"
+        "    return [int(p) for p in os.listdir('/proc') if p.isdigit()]\n"))
+    try:
+        student.spawn()
+        worker_pid = session._worker.pid
+    finally:
+        session.close()
+    time.sleep(2.0)
+    assert not marker.exists()
+    assert not Path(f"/proc/{worker_pid}").exists()
+    assert zygote.reap()["left"] == 0
+
+
+def test_memory_is_capped_and_the_error_is_the_students(zygote):
+    """Does an allocation beyond the memory limit fail inside the worker, not take the machine?"""
+    session, student = session_for(zygote, "import torch\ndef hog():\n    return torch.empty(8 * 2**30, dtype=torch.uint8).sum()")
+    try:
+        with pytest.raises((StudentError, WorkerLost)):
+            student.hog()
+    finally:
+        session.close()
+
+
+def test_output_is_captured_and_capped(zygote):
+    """Is a flood of prints cut to the limit, with the rest counted, on both capture paths?"""
+    session, _ = session_for(zygote, "print('x' * 100_000)", "import os\nos.write(1, b'y' * 100_000)")
+    try:
+        session.ensure_worker()
+    finally:
+        session.close()
+    assert len(session.records[1].output) <= 16 * 1024 and session.records[1].output_dropped > 0
+    assert len("".join(session.output)) <= LIMITS.output_bytes and session.output_dropped > 0
+
+
+def test_the_worker_environment_holds_none_of_the_graders(zygote):
+    """Are the grader's environment variables (tokens, paths) absent in the worker?"""
+    session, student = session_for(zygote, "import os\nenv = dict(os.environ)")
+    try:
+        env = student.env
+        assert "AUTOGRADER_TEST_SECRET" not in env
+        assert env["AUTOGRADER_GRADING"] == "1"
+    finally:
+        session.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping to an unprivileged uid needs root")
+def test_workers_run_as_an_unprivileged_user(zygote, tmp_path):
+    """When grading as root, does student code run as an unprivileged uid that cannot write root's files?"""
+    target = tmp_path / "results"
+    target.mkdir(mode=0o755)
+    session, student = session_for(zygote, (
+        "import os\n"
+        "def who():\n"
+        "    return os.getuid()\n"
+        "def forge(path):\n"
+        "    try:\n"
+        "        open(path, 'w').write('{}')\n"
+        "        return 'written'\n"
+        "    except OSError as e:\n"
+        "        return type(e).__name__\n"))
+    try:
+        assert student.who() == worker_uid_for(0) != 0
+        assert student.forge(str(target / "alice.json")) == "PermissionError"
+        assert session.layers["uid"] == worker_uid_for(0)
+    finally:
+        session.close()

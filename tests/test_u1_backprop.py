@@ -1,0 +1,149 @@
+"""Unit 1 as graded: the solution earns everything, the release nothing, and each planted bug
+loses exactly the checks that should catch it (and those that depend on the buggy function)."""
+
+import json
+import shutil
+from dataclasses import dataclass, field
+
+import pytest
+
+from conftest import REPO, copy_course, failing_checks, grade, with_cells, write
+
+pytestmark = pytest.mark.slow
+
+NET_CHECKS = {"test_two_layer_net_loss_and_gradients", "test_two_layer_net_regularisation",
+              "test_two_layer_net_batch_of_one"}
+
+
+@dataclass(frozen=True)
+class Bug:
+    code: str
+    must_fail: set[str]
+    may_fail: set[str] = field(default_factory=set)
+
+
+BUGS = {
+    "linear_db_wrong_axis": Bug(
+        "def linear_backward(dout, cache):\n    x, W, b = cache\n    return dout @ W.T, x.T @ dout, dout.sum(dim=1)",
+        {"test_linear_backward_matches_autograd", "test_linear_thin_shapes", *NET_CHECKS,
+         "test_two_layer_net_learns_spiral"}),
+    "softmax_without_max_shift": Bug(
+        "def softmax(logits):\n    e = logits.exp()\n    return e / e.sum(dim=-1, keepdim=True)",
+        {"test_softmax_is_stable_for_large_logits", "test_softmax_any_shape"}),
+    "softmax_over_dim_1": Bug(
+        "def softmax(logits):\n    z = logits - logits.max(dim=1, keepdim=True).values\n"
+        "    return z.exp() / z.exp().sum(dim=1, keepdim=True)",
+        {"test_softmax_any_shape"}),
+    "cross_entropy_sums": Bug(
+        "def softmax_cross_entropy(logits, y):\n    N = logits.shape[0]\n"
+        "    logp = logits - torch.logsumexp(logits, dim=1, keepdim=True)\n"
+        "    onehot = F.one_hot(y, logits.shape[1]).to(logits.dtype)\n"
+        "    return -(onehot * logp).sum(), (logp.exp() - onehot) / N",
+        {"test_cross_entropy_loss_matches_torch", "test_cross_entropy_edge_cases",
+         "test_two_layer_net_loss_and_gradients", "test_two_layer_net_regularisation"}),
+    "net_forgets_reg_gradient": Bug(
+        "_loss = TwoLayerNet.loss\n"
+        "def _no_reg_grad(self, X, y=None):\n"
+        "    result = _loss(self, X, y)\n"
+        "    if y is None:\n        return result\n"
+        "    loss, grads = result\n"
+        "    grads['W1'] = grads['W1'] - self.reg * self.params['W1']\n"
+        "    grads['W2'] = grads['W2'] - self.reg * self.params['W2']\n"
+        "    return loss, grads\n"
+        "TwoLayerNet.loss = _no_reg_grad",
+        {"test_two_layer_net_regularisation", "test_two_layer_net_batch_of_one"},
+        {"test_two_layer_net_learns_spiral"}),
+    "sgd_without_momentum": Bug(
+        "_sgd = sgd_momentum\n"
+        "def sgd_momentum(w, dw, config=None):\n"
+        "    next_w, config = _sgd(w, dw, config)\n"
+        "    return w - config['learning_rate'] * dw, config",
+        {"test_sgd_momentum_follows_torch_sgd", "test_optimizers_default_config",
+         "test_optimizers_minimise_a_quadratic"}),
+    "adam_sign_flipped": Bug(
+        "_adam = adam\n"
+        "def adam(w, dw, config=None):\n"
+        "    next_w, config = _adam(w, dw, config)\n"
+        "    return 2 * w - next_w, config",
+        {"test_adam_follows_torch_adam", "test_optimizers_default_config", "test_optimizers_minimise_a_quadratic",
+         "test_two_layer_net_learns_spiral"}),
+    "value_mul_overwrites_grad": Bug(
+        "def _mul(self, other):\n"
+        "    other = other if isinstance(other, Value) else Value(other)\n"
+        "    out = Value(self.data * other.data, (self, other), '*')\n"
+        "    def _backward():\n"
+        "        self.grad = other.data * out.grad\n"
+        "        other.grad = self.data * out.grad\n"
+        "    out._backward = _backward\n"
+        "    return out\n"
+        "Value.__mul__ = _mul",
+        {"test_value_forward_and_backward", "test_value_reflected_operations"},
+        {"test_value_random_graphs"}),
+    "pairwise_double_loop": Bug(
+        "def pairwise_sq_distances(X, Y):\n"
+        "    D = torch.zeros(X.shape[0], Y.shape[0], dtype=X.dtype, device=X.device)\n"
+        "    for i in range(X.shape[0]):\n"
+        "        for j in range(Y.shape[0]):\n"
+        "            D[i, j] = ((X[i] - Y[j]) ** 2).sum()\n"
+        "    return D",
+        {"test_pairwise_distances_are_fast"}),
+    "pairwise_not_squared": Bug(
+        "def pairwise_sq_distances(X, Y):\n    return torch.cdist(X, Y)",
+        {"test_pairwise_distances_match_cdist", "test_pairwise_distances_are_fast",
+         "test_pairwise_distances_edge_shapes"}),
+}
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    root = tmp_path_factory.mktemp("u1")
+    course = copy_course(root / "course", source=REPO, assignments=("u1_backprop",))
+    for folder in ("release", "solutions"):
+        shutil.copytree(REPO / folder / "u1_backprop", course.root / folder / "u1_backprop")
+    subs = root / "subs"
+    subs.mkdir()
+    solution = REPO / "solutions" / "u1_backprop" / "u1_backprop.ipynb"
+    shutil.copy(solution, subs / "solution.ipynb")
+    shutil.copy(REPO / "release" / "u1_backprop" / "u1_backprop.ipynb", subs / "release.ipynb")
+    for name, bug in BUGS.items():
+        write(with_cells(solution, bug.code), subs / f"{name}.ipynb")
+    for example in ("correct", "partial", "broken", "empty"):
+        shutil.copy(REPO / "examples" / "u1_backprop" / f"{example}.ipynb", subs / f"example_{example}.ipynb")
+    return grade(course, "u1_backprop", [subs], root / "out", workers=2, call_seconds=3)
+
+
+def test_the_solution_earns_every_point(results):
+    """Does the solution notebook score max_score (40), with every check passing?"""
+    assert results["solution"]["score"] == results["solution"]["max_score"] == 40
+    assert failing_checks(results["solution"]) == set()
+
+
+def test_the_release_earns_nothing(results):
+    """Does the untouched release score 0, each check saying the function is not implemented?"""
+    assert results["release"]["score"] == 0
+    assert all("NotImplementedError" in t["output"] for t in results["release"]["tests"])
+
+
+@pytest.mark.parametrize("name", BUGS)
+def test_each_planted_bug_loses_exactly_the_checks_that_catch_it(results, name):
+    """Do the checks that should catch the bug fail, and every unrelated check still pass?"""
+    bug = BUGS[name]
+    failed = failing_checks(results[name])
+    assert bug.must_fail <= failed, f"not caught by {sorted(bug.must_fail - failed)}"
+    assert failed <= bug.must_fail | bug.may_fail, f"wrongly failed {sorted(failed - bug.must_fail - bug.may_fail)}"
+
+
+def test_a_loop_based_distance_fails_only_the_timing_check(results):
+    """Is a correct but double-looped `pairwise_sq_distances` penalised only on speed, by a wide margin?"""
+    result = results["pairwise_double_loop"]
+    assert failing_checks(result) == {"test_pairwise_distances_are_fast"}
+    timing = next(t for t in result["tests"] if t["extra_data"]["check"] == "test_pairwise_distances_are_fast")
+    ratio = timing["extra_data"]["cases"][0]["properties"]["ratio"]
+    assert ratio > 4 * timing["extra_data"]["cases"][0]["properties"]["max_ratio"]
+    assert "demasiado lenta" in timing["output"]
+
+
+def test_the_bundled_examples_score_as_documented(results):
+    """Do the examples that `make demo` grades get the scores README states?"""
+    expected = json.loads((REPO / "examples" / "u1_backprop" / "expected.json").read_text())
+    assert {name: results[f"example_{name}"]["score"] for name in expected} == expected
