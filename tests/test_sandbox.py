@@ -83,6 +83,18 @@ def test_a_hanging_cell_is_stopped_and_skipped_after_restart(zygote):
         session.close()
 
 
+def test_a_cell_that_ends_the_process_is_recorded_as_a_crash(zygote):
+    """Is a cell calling `os._exit` reported as a crash (not a timeout), with later cells still run?"""
+    session, student = session_for(zygote, "a = 1", "import os\nos._exit(3)", "b = a + 1")
+    try:
+        session.ensure_worker()
+        assert session.records[2].status == "crashed"
+        assert "código de salida 3" in session.records[2].error["message"]
+        assert student.b == 2
+    finally:
+        session.close()
+
+
 def test_a_call_that_kills_the_worker_costs_only_that_call(zygote):
     """After `os._exit` in one call, does the next call get a fresh, working worker?"""
     session, student = session_for(zygote, "import os\ndef die():\n    os._exit(0)\ndef ok():\n    return 7")

@@ -70,7 +70,6 @@ class _Slot:
         self.index = index
         self.ready = False
         self.current: Submission | None = None
-        self.attempts: dict[str, int] = {}
         self._send({**config, "slot": index})
 
     def _send(self, message: dict) -> None:
@@ -79,7 +78,6 @@ class _Slot:
 
     def assign(self, submission: Submission) -> None:
         self.current = submission
-        self.attempts[submission.student] = self.attempts.get(submission.student, 0) + 1
         self._send({"student": submission.student, "path": str(submission.path) if submission.path else None,
                     "problem": submission.problem})
 

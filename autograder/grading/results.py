@@ -58,6 +58,9 @@ class SubmissionResult:
             "max_score": self.max_score,
             "execution_time": round(self.seconds, 3),
             "output": self.summary(),
+            "output_format": "md",
+            "test_output_format": "md",
+            "test_name_format": "md",
             "visibility": "visible",
             "stdout_visibility": "hidden",
             "tests": [_test_entry(s) for s in self.scores],
@@ -81,22 +84,22 @@ class SubmissionResult:
 
     def summary(self) -> str:
         """The top-level feedback text (Spanish)."""
-        lines = [f"Puntaje: {self.score:g} de {self.max_score:g}."]
+        lines = [f"**Puntaje: {self.score:g} de {self.max_score:g}.**"]
         if self.message:
-            lines.append(self.message)
+            lines.append("\n" + self.message)
         failed = [c for c in self.cells if c.status != "ok"]
         if failed:
-            lines.append("Celdas de tu notebook que fallaron al ejecutarse (las demás celdas sí se ejecutaron):")
+            lines.append("\nCeldas de tu notebook que fallaron al ejecutarse (las demás celdas sí se ejecutaron):\n")
             for c in failed:
                 error = c.error or {}
                 where = f"celda {c.index}" + (f" (`{c.preview}`)" if c.preview else "")
                 lines.append(f"- {where}: {error.get('type', c.status)}: {error.get('message', '')}".rstrip(": "))
         if any(case.message == NO_GPU for s in self.scores for case in s.cases):
-            lines.append("Los casos en `cuda` se omitieron porque no hay GPU en la máquina de corrección; "
+            lines.append("\nLos casos en `cuda` se omitieron porque no hay GPU en la máquina de corrección; "
                          "los puntos de cada comprobación se reparten entre los casos que sí corrieron.")
         notes = [n for c in self.cells for n in c.notes]
         if notes:
-            lines.append("Notas:")
+            lines.append("\nNotas:\n")
             lines += [f"- {n}" for n in dict.fromkeys(notes)]
         return "\n".join(lines)
 
@@ -106,10 +109,9 @@ def _test_entry(s: CheckScore) -> dict:
     lines = []
     for case in s.cases:
         mark = DEVICE_MARK.get(case.outcome, case.outcome)
-        text = f"[{case.device}] {mark}"
-        if case.message:
-            text += f": {case.message}"
-        lines.append(text)
+        message = case.message.splitlines() or [""]
+        lines.append(f"- {case.device} {mark}" + (f": {message[0]}" if message[0] else ""))
+        lines += [f"    {line}" for line in message[1:]]
     return {
         "name": info.title,
         "score": s.score,

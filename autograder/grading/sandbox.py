@@ -68,30 +68,22 @@ class OutputSink:
         return self.kept.decode("utf-8", "replace"), self.dropped
 
 
-@dataclass
-class ExitInfo:
-    """How a worker ended, in words a student understands."""
-
-    reason: str
-
-    @classmethod
-    def from_status(cls, status: dict, *, killed_by_us: bool) -> "ExitInfo":
-        if killed_by_us:
-            return cls("se detuvo por exceder un límite")
-        if "signal" in status:
-            try:
-                name = signal.Signals(status["signal"]).name
-            except ValueError:
-                name = str(status["signal"])
-            hint = {
-                "SIGKILL": " (probablemente por usar demasiada memoria o tiempo de CPU)",
-                "SIGXCPU": " (se agotó el tiempo de CPU)",
-                "SIGSEGV": " (un acceso inválido a memoria)",
-            }.get(str(name), "")
-            return cls(f"terminó por la señal {name}{hint}")
-        if "exit" in status:
-            return cls(f"terminó con código de salida {status['exit']} (¿llamaste a `exit()` o `os._exit()`?)")
-        return cls("dejó de responder")
+def exit_reason(status: dict) -> str:
+    """How a worker that died on its own ended, in words a student understands."""
+    if "signal" in status:
+        try:
+            name = signal.Signals(status["signal"]).name
+        except ValueError:
+            name = str(status["signal"])
+        hint = {
+            "SIGKILL": " (probablemente por usar demasiada memoria o tiempo de CPU)",
+            "SIGXCPU": " (se agotó el tiempo de CPU)",
+            "SIGSEGV": " (un acceso inválido a memoria)",
+        }.get(name, "")
+        return f"terminó por la señal {name}{hint}"
+    if "exit" in status:
+        return f"terminó con código de salida {status['exit']} (¿llamaste a `exit()` o `os._exit()`?)"
+    return "dejó de responder"
 
 
 class ZygoteHandle:
@@ -248,8 +240,11 @@ class Worker:
     output: OutputSink
     max_bytes: int
     layers: dict = field(default_factory=dict)
-    killed_by_us: bool = False
-    dead: bool = False
+    end: str | None = None  # why it is gone: timeout | crashed | invalid | closed
+
+    @property
+    def dead(self) -> bool:
+        return self.end is not None
 
     def __post_init__(self) -> None:
         self.conn = wire.Connection(self.sock, max_bytes=self.max_bytes)
@@ -257,7 +252,7 @@ class Worker:
     def handshake(self, timeout: float) -> None:
         message = self.receive(time.monotonic() + timeout)
         if message.header.get("event") != "ready":
-            self.kill()
+            self.kill("invalid")
             raise WorkerLost("El proceso que ejecuta tu código no pudo iniciarse.")
         self.layers = message.header.get("layers", {})
 
@@ -265,7 +260,7 @@ class Worker:
         try:
             self.conn.send(header, buffers, deadline=deadline)
         except (TimeoutError, socket.timeout):
-            self.kill()
+            self.kill("timeout")
             raise WorkerLost("Tu código no terminó a tiempo (no aceptó más datos).")
         except OSError:
             self._lost()
@@ -274,13 +269,13 @@ class Worker:
         try:
             return self.conn.recv(deadline=deadline)
         except (TimeoutError, socket.timeout):
-            self.kill()
+            self.kill("timeout")
             raise WorkerLost("Tu código excedió el tiempo límite y se detuvo.") from None
         except wire.TooLarge:
-            self.kill()
+            self.kill("invalid")
             raise WorkerLost("Tu código devolvió un resultado demasiado grande.") from None
         except ProtocolError:
-            self.kill()
+            self.kill("invalid")
             raise WorkerLost("El proceso que ejecuta tu código envió una respuesta inválida.") from None
         except (wire.ConnectionClosed, OSError):
             self._lost()
@@ -291,15 +286,14 @@ class Worker:
         while status.get("running") and time.monotonic() < waited:
             time.sleep(0.01)
             status = self.zygote.status(self.pid)
-        self.kill()
-        info = ExitInfo.from_status(status, killed_by_us=False)
-        raise WorkerLost(f"El proceso que ejecuta tu código {info.reason}.")
+        self.kill("crashed")
+        raise WorkerLost(f"El proceso que ejecuta tu código {exit_reason(status)}.")
 
-    def kill(self) -> None:
+    def kill(self, end: str = "closed") -> None:
+        """SIGKILL the worker's process group, then have the zygote kill any descendant left."""
         if self.dead:
             return
-        self.dead = True
-        self.killed_by_us = True
+        self.end = end
         try:
             os.killpg(self.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):

@@ -105,7 +105,8 @@ class SubmissionSession:
         self._scratch = make_scratch(self.zygote.worker_uid)
         self._worker = self.zygote.spawn(scratch=self._scratch)
         self._worker.handshake(HANDSHAKE_SECONDS)
-        self.layers = self._worker.layers
+        self.layers = {**self._worker.layers, "subreaper": bool(self.zygote.info.get("subreaper")),
+                       "cpu": self.zygote.cpu}
         return self._worker
 
     def _execute(self, worker: Worker) -> None:
@@ -122,7 +123,7 @@ class SubmissionSession:
             except WorkerLost as exc:
                 if current is not None:
                     self.skipped.add(current.index)
-                    status = "timeout" if worker.killed_by_us else "crashed"
+                    status = "timeout" if worker.end == "timeout" else "crashed"
                     self._record(CellRecord(current.index, status, time.monotonic() - started, current.preview,
                                             error={"type": status, "message": exc.summary, "traceback": ""}))
                 raise
@@ -141,7 +142,7 @@ class SubmissionSession:
                 self._protocol_violation(worker)
 
     def _protocol_violation(self, worker: Worker) -> None:
-        worker.kill()
+        worker.kill("invalid")
         raise WorkerLost("El proceso que ejecuta tu código envió una respuesta inválida.")
 
     def _record(self, record: CellRecord) -> None:

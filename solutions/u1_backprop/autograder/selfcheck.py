@@ -34,9 +34,24 @@ def make_check(assignment: str) -> Callable[[str], None]:
         if os.environ.get("AUTOGRADER_GRADING") == "1":
             return
         namespace = sys._getframe(1).f_globals
-        print(run_public_checks(assignment, grade_id, namespace))
+        show(run_public_checks(assignment, grade_id, namespace))
 
     return check
+
+
+def show(report: str) -> None:
+    """Markdown in a notebook (LaTeX and code rendered), plain text anywhere else."""
+    try:
+        from IPython import get_ipython
+        from IPython.display import Markdown, display
+    except ImportError:
+        print(report)
+        return
+    shell = get_ipython()
+    if shell is not None and getattr(shell, "kernel", None) is not None:
+        display(Markdown(report))
+    else:
+        print(report)
 
 
 def run_public_checks(assignment: str, grade_id: str, namespace: dict) -> str:
@@ -68,13 +83,14 @@ def _points(checks_dir: Path) -> dict:
 
 
 def format_report(grade_id: str, run, *, points: dict | None) -> str:
+    """The report as Markdown: one line per check with its device cases, failures indented below."""
     from .plugin import check_score
 
     if run.errors:
-        return "No se pudieron cargar las comprobaciones:\n" + "\n".join(run.errors)
+        return "No se pudieron cargar las comprobaciones:\n\n" + "\n".join(f"    {e}" for e in run.errors)
     if not run.outcomes:
         return f"No hay comprobaciones públicas para «{grade_id}»."
-    lines = [f"Comprobaciones públicas de «{grade_id}»:"]
+    lines = [f"**Comprobaciones públicas de «{grade_id}»**", ""]
     earned = total = 0.0
     checks: dict[str, list] = {}
     for outcome in run.outcomes:
@@ -82,17 +98,17 @@ def format_report(grade_id: str, run, *, points: dict | None) -> str:
     for cases in checks.values():
         ran = [c for c in cases if c.outcome != "skipped"]
         passed = bool(ran) and all(c.outcome == "passed" for c in ran)
-        devices = ", ".join(f"{c.device} {MARKS[c.outcome]}" for c in cases)
-        lines.append(f"  {MARKS['passed' if passed else 'failed']} {cases[0].title}  [{devices}]")
+        devices = " · ".join(f"{c.device} {MARKS[c.outcome]}" for c in cases)
+        lines.append(f"- {MARKS['passed' if passed else 'failed']} {cases[0].title} ({devices})")
         for case in cases:
             if case.outcome == "failed":
-                lines += [f"      {line}" for line in case.message.splitlines()]
+                lines += [f"    - {line}" for line in case.message.splitlines()]
         earned += check_score(cases[0].points, cases)
         total += cases[0].points
-    lines.append(f"Puntos de estas comprobaciones públicas: {earned:g} de {total:g}.")
+    lines += ["", f"Puntos de estas comprobaciones públicas: **{earned:g} de {total:g}**."]
     if points and points["points"] > points["public"]:
         hidden = points["points"] - points["public"]
         lines.append(f"Al corregir se suman comprobaciones ocultas que valen {hidden:g} punto(s) más.")
     skipped = {c.message for c in run.outcomes if c.outcome == "skipped"}
-    lines += [f"(Casos omitidos: {reason})" for reason in sorted(skipped)]
+    lines += [f"(Casos omitidos: {reason}.)" for reason in sorted(skipped)]
     return "\n".join(lines)
