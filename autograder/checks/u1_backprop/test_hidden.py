@@ -134,6 +134,8 @@ def test_value_random_graphs(student, rng):
                 "relu": lambda: (a + 0.1).relu(), "exp": lambda: (a * 0.5).tanh().exp(), "pow": lambda: a ** 2,
                 "div": lambda: a / (b * b + 1.0),
             }[op]()
+            if abs(float(node.t.detach())) > 5:  # keep magnitudes sane so the tolerance stays meaningful
+                node = node.tanh()
             nodes.append(node)
         output = nodes[-1] + nodes[-2] * nodes[len(nodes) // 2]
         expect_value_graph(output, leaves, what=f"el grafo aleatorio {graph + 1}")

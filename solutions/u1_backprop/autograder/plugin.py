@@ -242,9 +242,10 @@ class CheckRun:
             outcome, longrepr = "skipped", (str(item.path), 0, excinfo.value.msg)
         else:
             outcome, longrepr = "failed", f"{excinfo.typename}: {excinfo.value}"
-        report = pytest.TestReport(item.nodeid, item.location, dict.fromkeys(item.keywords, 1), outcome, longrepr,
-                            call.when, duration=call.duration, start=call.start, stop=call.stop,
-                            user_properties=item.user_properties)
+        report = pytest.TestReport(
+            item.nodeid, item.location, dict.fromkeys(item.keywords, 1), outcome, longrepr, call.when,
+            duration=call.duration, start=call.start, stop=call.stop, user_properties=item.user_properties,
+        )
         if call.when == "call" or (call.when == "setup" and outcome != "passed"):
             self._record(item, call, outcome)
         return report

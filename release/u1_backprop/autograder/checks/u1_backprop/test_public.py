@@ -100,7 +100,7 @@ def test_two_layer_net_initialisation(student):
             raise CheckFailure(f"`params['{key}']` debe inicializarse en ceros.")
     for key in ("W1", "W2"):
         std = float(params[key].double().std())
-        if not 0.85 * scale <= std <= 1.15 * scale:
+        if not 0.75 * scale <= std <= 1.25 * scale:  # >= 400 samples: about 7 standard errors of slack
             raise CheckFailure(f"`params['{key}']` debe ser `weight_scale * randn(...)`: su desviación "
                                f"estándar es {std:.3g} y se esperaba cerca de {scale}.")
 
@@ -135,7 +135,7 @@ def test_sgd_momentum_follows_torch_sgd(student, device, rng):
     """¿`sgd_momentum` sigue la misma trayectoria que `torch.optim.SGD(momentum=...)`?"""
     shape = (size(rng, 1, 5), size(rng, 1, 5))
     hyper = {"learning_rate": 0.05, "momentum": 0.8}
-    gradients = [randn(rng, *shape, device=device) for _ in range(20)]
+    gradients = [randn(rng, *shape, device=device) for _ in range(50)]
     expect_trajectory(student.sgd_momentum, torch.optim.SGD, {"lr": 0.05, "momentum": 0.8}, dict(hyper),
                       randn(rng, *shape, device=device), gradients, name="sgd_momentum")
 
@@ -146,7 +146,7 @@ def test_adam_follows_torch_adam(student, device, rng):
     """¿`adam` sigue la misma trayectoria que `torch.optim.Adam`?"""
     shape = (size(rng, 1, 5), size(rng, 1, 5))
     config = {"learning_rate": 0.01, "beta1": 0.8, "beta2": 0.95, "epsilon": 1e-6}
-    gradients = [randn(rng, *shape, device=device) for _ in range(20)]
+    gradients = [randn(rng, *shape, device=device) for _ in range(50)]
     expect_trajectory(student.adam, torch.optim.Adam, {"lr": 0.01, "betas": (0.8, 0.95), "eps": 1e-6},
                       config, randn(rng, *shape, device=device), gradients, name="adam")
 
