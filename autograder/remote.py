@@ -17,7 +17,6 @@ pytest plugin for each check.
 from __future__ import annotations
 
 import contextvars
-import time
 from typing import Any, Protocol
 
 from . import wire

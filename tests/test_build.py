@@ -3,7 +3,6 @@
 import filecmp
 import json
 import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -91,22 +90,19 @@ def test_points_that_do_not_add_up_stop_the_build_naming_both(tmp_path):
     assert not (course.root / "release" / "demo").exists()
 
 
-def test_checks_for_an_unknown_grade_cell_stop_the_build(tmp_path):
-    """Does a check pointing at a grade cell the notebook lacks stop the build?"""
+@pytest.mark.parametrize("old, new, message", [
+    ('grade_id("counter")', 'grade_id("countr")', "'countr', which is no grade cell"),
+    ("@pytest.mark.points(1)\ndef test_counter_adds", "def test_counter_adds",
+     "test_counter_adds: needs @pytest.mark.points"),
+], ids=["unknown-grade-cell", "missing-points"])
+def test_checks_with_bad_markers_stop_the_build_naming_the_check(tmp_path, old, new, message):
+    """Does a check pointing at a missing grade cell, or without points, stop the build by name?"""
     course = copy_course(tmp_path / "course")
     checks = course.checks_dir("demo") / "test_public.py"
-    checks.write_text(checks.read_text().replace('grade_id("counter")', 'grade_id("countr")'))
+    assert old in checks.read_text()
+    checks.write_text(checks.read_text().replace(old, new))
     done = run_cli("--course", str(course.root), "build", "demo")
-    assert done.returncode == 2 and "'countr'" in done.stderr
-
-
-def test_checks_without_points_are_rejected(tmp_path):
-    """Is a check without a points marker reported by name when the checks are loaded?"""
-    course = copy_course(tmp_path / "course")
-    checks = course.checks_dir("demo") / "test_public.py"
-    checks.write_text(checks.read_text().replace("@pytest.mark.points(1)\ndef test_counter_adds", "def test_counter_adds"))
-    done = run_cli("--course", str(course.root), "build", "demo")
-    assert done.returncode == 2 and "test_counter_adds: needs @pytest.mark.points" in done.stderr
+    assert done.returncode == 2 and message in done.stderr
 
 
 def test_unknown_assignments_are_reported(demo_course):

@@ -1,6 +1,5 @@
 """Grading a class end to end on the engine's fixture course (independent of the course content)."""
 
-import json
 import shutil
 
 import pytest

@@ -5,7 +5,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from autograder.errors import StudentError, WorkerLost
 from autograder.grading.intake import AutogradedCells, code_cells

@@ -40,11 +40,11 @@ class SpeedReport:
     reference_seconds: float
 
 
-def _timed(fn: Callable[[], Any], device: str) -> tuple[float, Any]:
+def _timed(fn: Callable[..., Any], inputs: tuple, device: str) -> tuple[float, Any]:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     start = time.perf_counter()
-    result = fn()
+    result = fn(*inputs)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     return time.perf_counter() - start, result
@@ -60,15 +60,15 @@ def compare_speed(*, student: Callable[..., Any], reference: Callable[..., Any],
         return copy_through_wire(plain_reference(*copy_through_wire(inputs)))
 
     inputs = make_inputs()
-    reference_first, _ = _timed(lambda: reference(*inputs), device)
-    student_first, result = _timed(lambda: student(*inputs), device)
+    reference_first, _ = _timed(reference, inputs, device)
+    student_first, result = _timed(student, inputs, device)
     verify(result, inputs)
     reference_times, student_times = [], []
     if student_first <= HOPELESS_FACTOR * budget.max_ratio * max(reference_first, 1e-9):
         for _ in range(budget.repeats):
             inputs = make_inputs()
-            reference_times.append(_timed(lambda: reference(*inputs), device)[0])
-            seconds, result = _timed(lambda: student(*inputs), device)
+            reference_times.append(_timed(reference, inputs, device)[0])
+            seconds, result = _timed(student, inputs, device)
             student_times.append(seconds)
         verify(result, inputs)
     else:

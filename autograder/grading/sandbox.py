@@ -261,7 +261,7 @@ class Worker:
             self.conn.send(header, buffers, deadline=deadline)
         except (TimeoutError, socket.timeout):
             self.kill("timeout")
-            raise WorkerLost("Tu código no terminó a tiempo (no aceptó más datos).")
+            raise WorkerLost("Tu código no terminó a tiempo (no aceptó más datos).") from None
         except OSError:
             self._lost()
 

@@ -38,7 +38,7 @@ def main() -> None:
         grader = Grader(assignment, options=GradeOptions.from_dict(config["options"]), slot=config["slot"])
     except Exception:
         send({"event": "failed", "detail": traceback.format_exc()})
-        raise SystemExit(1)
+        raise SystemExit(1) from None
     cells: dict[str, float] = {}
     for check in grader.checks:
         cells[check.grade_id] = cells.get(check.grade_id, 0.0) + check.points
