@@ -90,7 +90,7 @@ def validate_points(assignment: Assignment, checks: list) -> dict[str, dict[str,
             problems.append(f"checks {names} use grade_id {grade_id!r}, which is no grade cell of {notebook}")
     if problems:
         raise BuildError("points do not match:\n  " + "\n  ".join(problems))
-    return {g: {"points": float(cells[g]), "public": float(sum(c.points for c in by_cell[g] if not c.hidden))}
+    return {g: {"points": float(cells[g]), "public": float(sum(c.points for c in by_cell.get(g, []) if not c.hidden))}
             for g in cells}
 
 

@@ -30,10 +30,16 @@ call_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("ca
 class Transport(Protocol):
     """Carries one request to the dispatcher and brings its reply back."""
 
-    generation: int
+    generation: int  # changes whenever the process holding the student's objects is replaced
+
+    def prepare(self) -> None:
+        """Make sure the other side is ready (a worker may be restarted here, changing `generation`)."""
 
     def roundtrip(self, header: dict, buffers: list[memoryview], *, deadline: float | None) -> wire.Message:
         ...
+
+    def discard(self) -> None:
+        """The other side answered nonsense: stop trusting it (a worker is killed)."""
 
     def device_ok(self, device: str) -> bool:
         ...
@@ -53,10 +59,16 @@ class LocalTransport:
     def device_ok(self, device: str) -> bool:
         return device == "cpu" or self._cuda
 
+    def prepare(self) -> None:
+        pass
+
     def roundtrip(self, header: dict, buffers: list[memoryview], *, deadline: float | None) -> wire.Message:
         request = wire.roundtrip_bytes(header, buffers)
         reply_header, reply_buffers = self.dispatcher.handle(request)
         return wire.roundtrip_bytes(reply_header, reply_buffers)
+
+    def discard(self) -> None:
+        pass
 
 
 class Client:
@@ -67,8 +79,16 @@ class Client:
         self.max_bytes = max_bytes
 
     def request(self, op: str, args: list, *, label: str) -> Any:
+        self.transport.prepare()
         tree, buffers = wire.encode(args, fallback=self._encode_ref, max_bytes=self.max_bytes)
         reply = self.transport.roundtrip({"op": op, "args": tree}, buffers, deadline=call_deadline.get())
+        try:
+            return self._result(reply, label)
+        except wire.ProtocolError:
+            self.transport.discard()
+            raise WorkerLost("El proceso que ejecuta tu código envió una respuesta inválida.") from None
+
+    def _result(self, reply: wire.Message, label: str) -> Any:
         header = reply.header
         status = header.get("status")
         if status == "ok":
@@ -82,9 +102,7 @@ class Client:
             raise MissingName(label)
         if status == "too_large":
             raise WorkerLost(f"`{label}` devolvió un resultado demasiado grande para transferirlo.")
-        if status == "bad_request":
-            raise RuntimeError(f"the worker refused a request: {header.get('message')}")
-        raise wire.ProtocolError(f"unknown reply status {status!r}")
+        raise wire.ProtocolError(f"unexpected reply status {status!r}")
 
     def _make_ref(self, rid: int, type_name: str) -> "RemoteRef":
         return RemoteRef(self, rid, type_name, label=type_name)

@@ -37,6 +37,8 @@ MAX_HEADER_BYTES = 16 * 2**20
 MAX_DEPTH = 64
 MAX_NODES = 1_000_000
 MAX_NDIM = 16
+MAX_DIM = 2**40
+MAX_BUFFERS = 65536
 _SMALL_MESSAGE = 256 * 1024
 
 #: torch dtype -> (wire name, numpy dtype with the same bytes; bfloat16 travels as int16 bits).
@@ -217,7 +219,7 @@ def _list(value: object) -> list:
 
 def _shape(value: object) -> tuple[int, ...]:
     shape = _list(value)
-    if len(shape) > MAX_NDIM or any(type(n) is not int or n < 0 for n in shape):
+    if len(shape) > MAX_NDIM or any(type(n) is not int or not 0 <= n <= MAX_DIM for n in shape):
         raise ProtocolError(f"bad shape {shape!r}")
     return tuple(shape)
 
@@ -232,11 +234,14 @@ def _decode_tensor(node: dict, take, device_ok) -> torch.Tensor:
     dtype, npdtype = wire
     shape = _shape(node["shape"])
     view = take(node["b"], math.prod(shape) * npdtype.itemsize)
-    tensor = torch.from_numpy(np.frombuffer(view, dtype=npdtype).reshape(shape))
-    if dtype is torch.bfloat16:
-        tensor = tensor.view(torch.bfloat16)
-    if device != "cpu":
-        tensor = tensor.to(device)
+    try:
+        tensor = torch.from_numpy(np.frombuffer(view, dtype=npdtype).reshape(shape))
+        if dtype is torch.bfloat16:
+            tensor = tensor.view(torch.bfloat16)
+        if device != "cpu":
+            tensor = tensor.to(device)
+    except (ValueError, RuntimeError) as exc:
+        raise ProtocolError(f"bad tensor: {exc}") from None
     if node["grad"] and (dtype.is_floating_point or dtype.is_complex):
         tensor.requires_grad_(True)
     return tensor
@@ -248,7 +253,10 @@ def _decode_ndarray(node: dict, take) -> np.ndarray:
     dtype = np.dtype(node["dtype"])
     shape = _shape(node["shape"])
     view = take(node["b"], math.prod(shape) * dtype.itemsize)
-    return np.frombuffer(view, dtype=dtype).reshape(shape)
+    try:
+        return np.frombuffer(view, dtype=dtype).reshape(shape)
+    except ValueError as exc:
+        raise ProtocolError(f"bad array: {exc}") from None
 
 
 # --------------------------------------------------------------------------- framing
@@ -284,7 +292,7 @@ def parse_body(head_len: int, body: bytearray) -> Message:
     if type(header) is not dict:
         raise ProtocolError("header is not an object")
     lengths = header.pop("_b", None)
-    if type(lengths) is not list or any(type(n) is not int or n < 0 for n in lengths):
+    if type(lengths) is not list or len(lengths) > MAX_BUFFERS or any(type(n) is not int or n < 0 for n in lengths):
         raise ProtocolError("bad buffer table")
     view = memoryview(body)
     offset = head_len + _pad(head_len)

@@ -82,6 +82,7 @@ def attacks(out: str, checks_dir: str, course_root: str) -> dict[str, list[str]]
         "memory_bomb": [WRONG, "hog = []\nwhile True:\n    hog.append(bytearray(50 * 2**20))",
                         "def double(x):\n    return [bytearray(2**30) for _ in range(64)]"],
         "stdout_flood": [WRONG, "import os\nwhile True:\n    print('x' * 10000)\n    os.write(1, b'y' * 10000)"],
+        "lone_surrogates": [WRONG, "s = '\\ud800'\nprint(s)\nraise ValueError(s)"],
     }
 
 
@@ -94,6 +95,10 @@ def batch(demo_course, tmp_path_factory):
     release = demo_course.release_dir("demo") / "demo.ipynb"
     for name, cells in attacks(str(out), str(demo_course.checks_dir("demo")), str(demo_course.root)).items():
         write(with_cells(release, *cells), subs / f"{name}.ipynb")
+    surrogates = json.loads((subs / "lone_surrogates.ipynb").read_text())
+    surrogates["cells"].append({"cell_type": "code", "metadata": {}, "outputs": [], "execution_count": None,
+                                "source": "# \ud800 a lone surrogate in the notebook itself\nt = 1"})
+    (subs / "lone_surrogates.ipynb").write_text(json.dumps(surrogates))  # ASCII-escaped: still valid JSON
     shutil.copy(demo_course.solutions_dir("demo") / "demo.ipynb", subs / "honest.ipynb")
     results = grade(demo_course, "demo", [subs], out, workers=2, call_seconds=2, cell_seconds=2,
                     check_seconds=10, memory_mb=1024)
@@ -101,7 +106,7 @@ def batch(demo_course, tmp_path_factory):
 
 
 ATTACKS = ["patch_allclose", "exit_early", "forge_results", "lying_tensor", "conftest", "ignore_signals",
-           "memory_bomb", "stdout_flood"]
+           "memory_bomb", "stdout_flood", "lone_surrogates"]
 
 
 @pytest.mark.parametrize("attack", ATTACKS)
@@ -142,3 +147,10 @@ def test_runaway_code_is_stopped_by_the_limits(batch):
     flood = results["stdout_flood"]["extra_data"]
     assert len(flood["output"]) <= flood["limits"]["output_bytes"]
     assert any(c["status"] == "timeout" for c in flood["cells"])
+
+
+def test_text_that_is_not_valid_unicode_is_graded_not_crashed(batch):
+    """Do lone surrogates in output, errors and the notebook itself end in a normal graded result?"""
+    result = batch[0]["lone_surrogates"]
+    assert result["extra_data"]["status"] == "graded"
+    assert any(c["status"] == "error" and c["error"]["type"] == "ValueError" for c in result["extra_data"]["cells"])

@@ -1,6 +1,7 @@
 """The worker process: cells, limits enforced from outside, restarts, and a process tree that dies with it."""
 
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -9,7 +10,8 @@ import pytest
 from autograder.errors import StudentError, WorkerLost
 from autograder.grading.intake import AutogradedCells, code_cells
 from autograder.grading.options import Limits
-from autograder.grading.sandbox import ZygoteHandle, worker_uid_for
+from autograder.grading import sandbox
+from autograder.grading.sandbox import SandboxError, ZygoteHandle, worker_uid_for
 from autograder.grading.session import Cell, SubmissionSession
 from autograder.remote import Client, StudentNamespace
 
@@ -204,3 +206,58 @@ def test_workers_run_as_an_unprivileged_user(zygote, tmp_path):
         assert session.layers["uid"] == worker_uid_for(0)
     finally:
         session.close()
+
+
+FORGE_END = """
+import os, socket
+from autograder import wire
+for fd in sorted(int(name) for name in os.listdir('/proc/self/fd')):
+    try:
+        sock = socket.socket(fileno=os.dup(fd))
+    except OSError:
+        continue
+    if sock.type == socket.SOCK_STREAM:
+        wire.Connection(sock, max_bytes=2**20).send({"event": "end", "index": 2, "status": "ok"})
+        break
+while True:
+    pass
+"""
+
+
+def test_a_forged_cell_end_does_not_lift_the_cell_time_limit(zygote):
+    """If a cell forges its own 'end' report and then spins, is it still stopped and skipped?"""
+    session, student = session_for(zygote, "a = 1", FORGE_END, "b = a + 1")
+    try:
+        session.ensure_worker()
+        assert session.records[2].status == "timeout"
+        assert student.b == 2
+    finally:
+        session.close()
+
+
+def test_a_stopped_zygote_is_replaced(monkeypatch):
+    """If the fork server stops answering (SIGSTOP), is it replaced so grading can go on?"""
+    monkeypatch.setattr(sandbox, "CONTROL_TIMEOUT", 2.0)
+    handle = ZygoteHandle(threads=1, cuda=False, limits=LIMITS, worker_uid=worker_uid_for(0))
+    try:
+        handle.wait_ready()
+        first = handle.process.pid
+        os.kill(first, signal.SIGSTOP)
+        session, student = session_for(handle, "x = 42")
+        try:
+            assert student.x == 42
+        finally:
+            session.close()
+        assert handle.process.pid != first
+    finally:
+        handle.close()
+
+
+def test_a_worker_that_cannot_confine_itself_is_a_sandbox_error(zygote):
+    """When the worker's own set-up fails (before any student code), is that the grader's error?"""
+    worker = zygote.spawn(scratch="/nonexistent/scratch")
+    try:
+        with pytest.raises(SandboxError, match="confine"):
+            worker.handshake(10)
+    finally:
+        worker.kill()

@@ -57,11 +57,37 @@ def test_tampered_results_are_restored_and_reported(tmp_path):
 
 
 def test_gradebook_has_one_row_per_student_and_one_column_per_grade_cell(tmp_path):
-    """Is gradebook.csv built from every result file, skipping files that are not results?"""
+    """Is gradebook.csv built from the result files, skipping malformed ones and ones filed under another name?"""
     store = ResultStore(tmp_path)
     store.write("ana", crash_result(student="ana", assignment="u1", source="", grade_cells={"g1": 2.0, "g2": 3.0},
                                     detail="boom"))
     (tmp_path / "notes.json").write_text("not json")
+    (tmp_path / "eve.json").write_text(json.dumps({"score": "lots", "max_score": 5, "extra_data": {
+        "student": "eve", "status": "graded", "grade_cells": {"g1": {"score": 99}}}}))
+    (tmp_path / "mallory.json").write_text(json.dumps({"score": 5, "max_score": 5, "extra_data": {
+        "student": "ana", "status": "graded", "grade_cells": {}}}))
     path = store.write_gradebook(["g1", "g2"])
     assert path.read_text().splitlines() == ["student,g1,g2,total,max_score,status", "ana,0,0,0,5,error"]
     assert json.loads((tmp_path / "ana.json").read_text())["extra_data"]["status"] == "error"
+
+
+def test_speed_checks_verify_every_timed_answer():
+    """Can a function that answers right only some of the time pass a speed check by skipping work?"""
+    import torch
+
+    from autograder.checklib import SpeedBudget, compare_speed
+    from autograder.errors import CheckFailure
+
+    calls = []
+
+    def sometimes_lazy(x):
+        calls.append(1)
+        return x * 2 if len(calls) in (1, 6) else torch.zeros_like(x)  # right on the first and the last call
+
+    def verify(result, inputs):
+        if not torch.equal(result, inputs[0] * 2):
+            raise CheckFailure("wrong")
+
+    with pytest.raises(CheckFailure):
+        compare_speed(student=sometimes_lazy, reference=lambda x: x * 2, make_inputs=lambda: (torch.ones(3),),
+                      verify=verify, budget=SpeedBudget(max_ratio=1e9, repeats=5), name="f", device="cpu")

@@ -115,8 +115,12 @@ GOOD_TENSOR = {"$": "tensor", "b": 0, "dtype": "float64", "shape": [2], "device"
     ({"$": "ref", "id": "1", "type": "x"}, []),
     ({"$": "float", "v": "1e999"}, []),
     ({"$": "dict", "v": [[[1], 2]]}, []),
+    ({**GOOD_TENSOR, "shape": [0, 2**63]}, [0]),
+    ({**GOOD_TENSOR, "device": "cuda:99"}, [16]),
+    ({"$": "ndarray", "b": 0, "dtype": "float64", "shape": [0, 2**40, 2**40]}, [0]),
 ], ids=["unknown-tag", "extra-key", "untagged-object", "bad-dtype", "size-mismatch", "negative-dim",
-        "bad-device", "bad-buffer-index", "buffer-reused", "bad-ref-id", "bad-float", "unhashable-key"])
+        "bad-device", "bad-buffer-index", "buffer-reused", "bad-ref-id", "bad-float", "unhashable-key",
+        "huge-dim", "absent-device", "huge-empty-array"])
 def test_malformed_trees_are_rejected(tree, sizes):
     """Does the decoder refuse every node it does not fully understand?"""
     buffers = [memoryview(bytearray(n)) for n in sizes]
@@ -141,6 +145,9 @@ def test_headers_with_nan_or_inconsistent_lengths_are_rejected():
     head = json.dumps({"v": 1, "_b": [100]}).encode()
     with pytest.raises(ProtocolError):
         wire.parse_body(len(head), bytearray(head + bytes(16)))
+    head = json.dumps({"v": 1, "_b": [0] * (wire.MAX_BUFFERS + 1)}).encode()
+    with pytest.raises(ProtocolError):
+        wire.parse_body(len(head), bytearray(head))
 
 
 def test_connection_enforces_size_limit_and_deadline():

@@ -24,6 +24,8 @@ from .discover import Submission
 from .store import ResultStore, crash_result
 
 SLOT_START_SECONDS = 300.0
+JOB_MARGIN_SECONDS = 120.0  # a slot enforces the submission budget itself; this catches a stuck slot
+MAX_REPLACEMENTS = 10
 
 
 class BatchError(Exception):
@@ -70,6 +72,7 @@ class _Slot:
         self.index = index
         self.ready = False
         self.current: Submission | None = None
+        self.assigned_at = 0.0
         self._send({**config, "slot": index})
 
     def _send(self, message: dict) -> None:
@@ -78,12 +81,19 @@ class _Slot:
 
     def assign(self, submission: Submission) -> None:
         self.current = submission
+        self.assigned_at = time.monotonic()
         self._send({"student": submission.student, "path": str(submission.path) if submission.path else None,
                     "problem": submission.problem})
 
     def read(self) -> dict | None:
+        """The next message, or None once the slot is gone (a line cut short means it died writing)."""
         line = self.replies.readline()
-        return json.loads(line) if line else None
+        if not line.endswith("\n"):
+            return None
+        try:
+            return json.loads(line)
+        except ValueError:
+            return None
 
     def close(self) -> None:
         try:
@@ -102,72 +112,104 @@ def grade_batch(*, course: Course, assignment: str, submissions: list[Submission
                 workers: int, options: dict, progress: bool = True) -> BatchReport:
     """Grade `submissions` with `workers` slots; results go to `out_dir`."""
     started = time.monotonic()
-    store = ResultStore(out_dir)
-    config = {"course": str(course.root), "assignment": assignment, "options": options}
-    pending = list(submissions)
-    slots = [_Slot(i, config) for i in range(max(1, min(workers, len(pending))))]
-    selector = selectors.DefaultSelector()
-    for slot in slots:
-        selector.register(slot.replies, selectors.EVENT_READ, slot)
-    rows: list[BatchRow] = []
-    results: dict[str, dict] = {}
-    grade_cells: dict[str, float] = {}
-    bar = _progress(len(pending), enabled=progress)
-    deadline = time.monotonic() + SLOT_START_SECONDS
-    retries: dict[str, int] = {}
+    batch = _Batch(course=course, assignment=assignment, submissions=submissions, out_dir=out_dir,
+                   workers=workers, options=options, progress=progress)
     try:
-        while pending or any(s.current for s in slots):
-            events = selector.select(timeout=5.0)
-            if not events and not any(s.ready for s in slots) and time.monotonic() > deadline:
+        batch.run()
+    finally:
+        batch.close()
+    restored = batch.store.verify()
+    gradebook = batch.store.write_gradebook(list(batch.grade_cells)) if batch.grade_cells else None
+    return BatchReport(assignment, out_dir, sorted(batch.rows, key=lambda r: r.student), gradebook,
+                       time.monotonic() - started, restored, batch.results)
+
+
+class _Batch:
+    """The coordinator's loop: hand out submissions, collect results, replace slots that die."""
+
+    def __init__(self, *, course: Course, assignment: str, submissions: list[Submission], out_dir: Path,
+                 workers: int, options: dict, progress: bool) -> None:
+        self.assignment = assignment
+        self.store = ResultStore(out_dir)
+        self.config = {"course": str(course.root), "assignment": assignment, "options": options}
+        self.job_seconds = options["limits"]["submission_seconds"] + JOB_MARGIN_SECONDS
+        self.pending = list(submissions)
+        self.rows: list[BatchRow] = []
+        self.results: dict[str, dict] = {}
+        self.grade_cells: dict[str, float] = {}
+        self.retries: dict[str, int] = {}
+        self.replacements = 0
+        self.selector = selectors.DefaultSelector()
+        self.slots = [self._start_slot(i) for i in range(max(1, min(workers, len(self.pending))))]
+        self.bar = _progress(len(self.pending), enabled=progress)
+
+    def _start_slot(self, index: int) -> _Slot:
+        slot = _Slot(index, self.config)
+        self.selector.register(slot.replies, selectors.EVENT_READ, slot)
+        return slot
+
+    def run(self) -> None:
+        deadline = time.monotonic() + SLOT_START_SECONDS
+        while self.pending or any(s.current for s in self.slots):
+            events = self.selector.select(timeout=5.0)
+            if not events and not any(s.ready for s in self.slots) and time.monotonic() > deadline:
                 raise BatchError("no grading slot became ready in time")
             for key, _ in events:
-                slot: _Slot = key.data
-                message = slot.read()
-                if message is None:  # the slot died
-                    selector.unregister(slot.replies)
-                    lost = slot.current
-                    slot.close()
-                    if not slot.ready:
-                        raise BatchError(f"grading slot {slot.index} exited before it was ready")
-                    replacement = _Slot(slot.index, config)
-                    slots[slots.index(slot)] = replacement
-                    selector.register(replacement.replies, selectors.EVENT_READ, replacement)
-                    if lost is not None:
-                        retries[lost.student] = retries.get(lost.student, 0) + 1
-                        if retries[lost.student] <= 1:
-                            pending.insert(0, lost)
-                        else:
-                            text = crash_result(student=lost.student, assignment=assignment,
-                                                source=str(lost.path or ""), grade_cells=grade_cells,
-                                                detail="the grading process died twice on this submission")
-                            store.write(lost.student, text)
-                            rows.append(BatchRow(lost.student, 0.0, sum(grade_cells.values()), "error", 0.0))
-                            bar.update(1)
-                    continue
-                event = message.get("event")
-                if event == "failed":
-                    raise BatchError(f"grading slot {slot.index} could not start:\n{message.get('detail')}")
-                if event == "ready":
-                    slot.ready = True
-                    grade_cells = message["grade_cells"]
-                elif event == "done":
-                    store.write(message["student"], message["text"])
-                    results[message["student"]] = json.loads(message["text"])
-                    rows.append(BatchRow(message["student"], message["score"], message["max_score"],
-                                         message["status"], message["seconds"], message["restarts"],
-                                         message["cell_errors"]))
-                    slot.current = None
-                    bar.update(1)
-                if slot.ready and slot.current is None and pending:
-                    slot.assign(pending.pop(0))
-    finally:
-        bar.close()
-        for slot in slots:
+                self._handle(key.data)
+            for slot in self.slots:  # a slot stuck past any submission's budget is killed and replaced
+                if slot.current and time.monotonic() - slot.assigned_at > self.job_seconds:
+                    slot.process.kill()
+
+    def _handle(self, slot: _Slot) -> None:
+        message = slot.read()
+        if message is None:
+            self._replace(slot)
+            return
+        event = message.get("event")
+        if event == "failed":
+            raise BatchError(f"grading slot {slot.index} could not start:\n{message.get('detail')}")
+        if event == "ready":
+            slot.ready = True
+            self.grade_cells = message["grade_cells"]
+        elif event == "done":
+            self.store.write(message["student"], message["text"])
+            self.results[message["student"]] = json.loads(message["text"])
+            self.rows.append(BatchRow(message["student"], message["score"], message["max_score"],
+                                      message["status"], message["seconds"], message["restarts"],
+                                      message["cell_errors"]))
+            slot.current = None
+            self.bar.update(1)
+        if slot.ready and slot.current is None and self.pending:
+            slot.assign(self.pending.pop(0))
+
+    def _replace(self, slot: _Slot) -> None:
+        """A slot died: start another, and retry its submission once (then record a grader error)."""
+        self.selector.unregister(slot.replies)
+        slot.close()
+        if not slot.ready and not self.grade_cells:
+            raise BatchError(f"grading slot {slot.index} exited before it was ready")
+        self.replacements += 1
+        if self.replacements > MAX_REPLACEMENTS:
+            raise BatchError(f"grading slots died {self.replacements} times; giving up "
+                             f"(results written so far are kept in {self.store.out_dir})")
+        self.slots[self.slots.index(slot)] = self._start_slot(slot.index)
+        lost = slot.current
+        if lost is None:
+            return
+        self.retries[lost.student] = self.retries.get(lost.student, 0) + 1
+        if self.retries[lost.student] <= 1:
+            self.pending.insert(0, lost)
+            return
+        text = crash_result(student=lost.student, assignment=self.assignment, source=str(lost.path or ""),
+                            grade_cells=self.grade_cells, detail="the grading process died twice on this submission")
+        self.store.write(lost.student, text)
+        self.rows.append(BatchRow(lost.student, 0.0, sum(self.grade_cells.values()), "error", 0.0))
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+        for slot in self.slots:
             slot.close()
-    restored = store.verify()
-    gradebook = store.write_gradebook(list(grade_cells)) if grade_cells else None
-    return BatchReport(assignment, out_dir, sorted(rows, key=lambda r: r.student), gradebook,
-                       time.monotonic() - started, restored, results)
 
 
 def _progress(total: int, *, enabled: bool):

@@ -19,7 +19,7 @@ from .discover import Submission
 from .intake import InvalidSubmission, AutogradedCells, code_cells, read_notebook
 from .results import STATUS_ERROR, STATUS_GRADED, STATUS_INVALID, SubmissionResult
 from .options import GradeOptions
-from .sandbox import ZygoteHandle, cpu_for, pin_to_cpu, worker_uid_for
+from .sandbox import SandboxError, ZygoteHandle, cpu_for, pin_to_cpu, worker_uid_for
 from .scoring import score_checks
 from .session import SubmissionSession
 
@@ -96,4 +96,6 @@ class Grader:
             result.output_dropped = session.output_dropped
             result.restarts = session.restarts
             result.layers = session.layers
+        if session.sandbox_failure:
+            raise SandboxError(session.sandbox_failure)
         result.scores = score_checks(self.checks, outcomes)

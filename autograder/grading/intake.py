@@ -122,14 +122,25 @@ def _kernel_language(notebook: dict) -> str | None:
     return None
 
 
+#: No real cell comes near this; IPython's transformer re-reads a cell once per magic line.
+MAX_TRANSFORMED_CELL = 100_000
+MAX_CODE = 5_000_000
+
+
 def code_cells(notebook: dict, *, tests: AutogradedCells) -> list[Cell]:
     """Every code cell in notebook order except the autograder test cells, as Python."""
     cells = []
+    total = 0
     for position, cell in enumerate(notebook["cells"], start=1):
         if cell.get("cell_type") != "code" or tests.matches(cell):
             continue
         source = cell_source(cell)
-        cells.append(Cell(index=position, source=python_source(source), preview=first_line(source)))
+        total += len(source)
+        if total > MAX_CODE:
+            raise InvalidSubmission(f"El notebook tiene más de {MAX_CODE // 10**6} millones de caracteres de "
+                                    "código; entrega solo tu solución.")
+        python = python_source(source) if len(source) <= MAX_TRANSFORMED_CELL else source
+        cells.append(Cell(index=position, source=python, preview=first_line(source)))
     return cells
 
 

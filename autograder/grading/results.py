@@ -131,4 +131,6 @@ def _test_entry(s: CheckScore) -> dict:
 
 
 def dump(result: SubmissionResult) -> str:
-    return json.dumps(result.to_json(), ensure_ascii=False, indent=1, sort_keys=False) + "\n"
+    """The result file's text. Strings from the worker may hold lone surrogates: they become '?'."""
+    text = json.dumps(result.to_json(), ensure_ascii=False, indent=1) + "\n"
+    return text.encode("utf-8", "replace").decode("utf-8")

@@ -33,6 +33,10 @@ CONTROL_TIMEOUT = 30.0
 WORKER_UID_BASE = 61000
 
 
+class SandboxError(RuntimeError):
+    """The sandbox failed before any student code ran: the grader's problem, not the student's."""
+
+
 class OutputSink:
     """Drains a worker's stdout/stderr pipe in a thread, keeping the first `limit` bytes."""
 
@@ -112,6 +116,7 @@ class ZygoteHandle:
         theirs.close()
         self.control = ours
         self.info: dict | None = None
+        self._serial = 0
 
     def wait_ready(self) -> dict:
         """The zygote's start-up report, waiting for its preloading to finish the first time."""
@@ -130,22 +135,33 @@ class ZygoteHandle:
         return json.loads(data)
 
     def _request(self, request: dict, fds: list[int] = ()) -> dict:
+        """One request and its reply (matched by id). A zygote that fails to answer is replaced."""
         self.wait_ready()
-        socket.send_fds(self.control, [json.dumps(request).encode()], list(fds))
-        return self._receive(CONTROL_TIMEOUT)
+        self._serial += 1
+        try:
+            socket.send_fds(self.control, [json.dumps({**request, "id": self._serial}).encode()], list(fds))
+            deadline = time.monotonic() + CONTROL_TIMEOUT
+            while True:
+                reply = self._receive(max(0.001, deadline - time.monotonic()))
+                if reply.get("id") == self._serial:
+                    return reply
+        except (OSError, RuntimeError, ValueError):
+            self.restart()
+            raise WorkerLost("El proceso que ejecuta tu código interfirió con el corrector y se reinició.") from None
+
+    def restart(self) -> None:
+        self.close()
+        self.start()
+        self.wait_ready()
 
     @property
     def alive(self) -> bool:
         return self.process.poll() is None
 
-    def ensure_alive(self) -> bool:
-        """Restart the zygote if a worker managed to kill it; True if it had to."""
-        if self.alive:
-            return False
-        self.close()
-        self.start()
-        self.wait_ready()
-        return True
+    def ensure_alive(self) -> None:
+        """Restart the zygote if a worker managed to kill it."""
+        if not self.alive:
+            self.restart()
 
     def spawn(self, *, scratch: str) -> "Worker":
         ours, theirs = socket.socketpair()
@@ -162,6 +178,10 @@ class ZygoteHandle:
         }
         try:
             reply = self._request({"op": "fork", "spec": spec}, [theirs.fileno(), out_write])
+        except BaseException:
+            ours.close()
+            os.close(out_read)
+            raise
         finally:
             theirs.close()
             os.close(out_write)
@@ -250,11 +270,15 @@ class Worker:
         self.conn = wire.Connection(self.sock, max_bytes=self.max_bytes)
 
     def handshake(self, timeout: float) -> None:
-        message = self.receive(time.monotonic() + timeout)
-        if message.header.get("event") != "ready":
+        """Wait for the worker's report from before any student code ran; a failure here is the sandbox's."""
+        try:
+            header = self.receive(time.monotonic() + timeout).header
+        except WorkerLost as exc:
+            raise SandboxError(f"the worker did not start: {exc.summary}") from None
+        if header.get("event") != "ready":
             self.kill("invalid")
-            raise WorkerLost("El proceso que ejecuta tu código no pudo iniciarse.")
-        self.layers = message.header.get("layers", {})
+            raise SandboxError(f"the worker could not confine itself:\n{header.get('detail', header)}")
+        self.layers = header.get("layers", {})
 
     def send(self, header: dict, buffers: list = (), *, deadline: float | None) -> None:
         try:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from .. import wire
 from ..errors import WorkerLost
 from .options import Limits
-from .sandbox import Worker, ZygoteHandle, make_scratch, remove_scratch
+from .sandbox import SandboxError, Worker, ZygoteHandle, make_scratch, remove_scratch
 
 HANDSHAKE_SECONDS = 30.0
 
@@ -53,7 +53,7 @@ class SubmissionSession:
         self.records: dict[int, CellRecord] = {}
         self.skipped: set[int] = set()
         self.restarts = 0
-        self.zygote_restarts = 0
+        self.sandbox_failure: str | None = None
         self.layers: dict = {}
         self.output: list[str] = []
         self.output_dropped = 0
@@ -64,7 +64,15 @@ class SubmissionSession:
     # Transport protocol ------------------------------------------------------
 
     def device_ok(self, device: str) -> bool:
-        return device == "cpu" or self.zygote.cuda
+        if device == "cpu":
+            return True
+        import torch
+
+        index = int(device.partition(":")[2] or 0)
+        return self.zygote.cuda and index < torch.cuda.device_count()
+
+    def prepare(self) -> None:
+        self.ensure_worker()
 
     def roundtrip(self, header: dict, buffers: list[memoryview], *, deadline: float | None) -> wire.Message:
         worker = self.ensure_worker()
@@ -73,6 +81,10 @@ class SubmissionSession:
             limit = min(limit, deadline)
         worker.send(header, buffers, deadline=limit)
         return worker.receive(limit)
+
+    def discard(self) -> None:
+        if self._worker is not None:
+            self._worker.kill("invalid")
 
     # Worker lifecycle ----------------------------------------------------------
 
@@ -97,10 +109,12 @@ class SubmissionSession:
                 return worker
             except WorkerLost:
                 continue
+            except SandboxError as exc:
+                self.sandbox_failure = str(exc)
+                raise
 
     def _start_worker(self) -> Worker:
-        if self.zygote.ensure_alive():
-            self.zygote_restarts += 1
+        self.zygote.ensure_alive()
         self.generation += 1
         self._scratch = make_scratch(self.zygote.worker_uid)
         self._worker = self.zygote.spawn(scratch=self._scratch)
@@ -110,32 +124,37 @@ class SubmissionSession:
         return self._worker
 
     def _execute(self, worker: Worker) -> None:
+        """Run the cells, each under its own time limit (between cells too, so no cell can stall)."""
         cells = [c for c in self.cells if c.index not in self.skipped]
         worker.send({"op": "exec", "cells": [{"index": c.index, "source": c.source} for c in cells]},
                     deadline=self.deadline)
         pending = iter(cells)
-        current: Cell | None = None
-        started = 0.0
+        current: Cell | None = None  # the cell running now
+        latest: Cell | None = None  # the cell that started last: the one to blame for a stall
+        started = time.monotonic()
         while True:
-            limit = self.deadline if current is None else min(self.deadline, started + self.limits.cell_seconds)
+            limit = min(self.deadline, started + self.limits.cell_seconds)
             try:
                 event = worker.receive(limit).header
             except WorkerLost as exc:
-                if current is not None:
-                    self.skipped.add(current.index)
+                if latest is not None:
+                    self.skipped.add(latest.index)
                     status = "timeout" if worker.end == "timeout" else "crashed"
-                    self._record(CellRecord(current.index, status, time.monotonic() - started, current.preview,
-                                            error={"type": status, "message": exc.summary, "traceback": ""}))
+                    # Replaces any record of this cell: its reported "end" may have been forged.
+                    self.records[latest.index] = CellRecord(
+                        latest.index, status, time.monotonic() - started, latest.preview,
+                        error={"type": status, "message": exc.summary, "traceback": ""})
                 raise
             kind = event.get("event")
             if kind == "start" and current is None:
-                current = next(pending, None)
+                current = latest = next(pending, None)
                 if current is None or event.get("index") != current.index:
                     self._protocol_violation(worker)
                 started = time.monotonic()
             elif kind == "end" and current is not None and event.get("index") == current.index:
                 self._record(_cell_record(event, time.monotonic() - started, current.preview))
                 current = None
+                started = time.monotonic()
             elif kind == "done" and current is None and next(pending, None) is None:
                 return
             else:

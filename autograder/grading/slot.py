@@ -29,7 +29,7 @@ def main() -> None:
     replies = os.fdopen(args.replies_fd, "w", encoding="utf-8", buffering=1)
 
     def send(message: dict) -> None:
-        replies.write(json.dumps(message, ensure_ascii=False) + "\n")
+        replies.write(json.dumps(message) + "\n")
         replies.flush()
 
     config = json.loads(jobs.readline())

@@ -75,27 +75,30 @@ class ResultStore:
 
     def write_gradebook(self, grade_ids: list[str]) -> Path:
         """gradebook.csv from every result file in the folder: one row per student."""
-        rows = []
-        for path in sorted(self.out_dir.glob("*.json")):
-            try:
-                data = json.loads(path.read_text(encoding="utf-8"))
-                extra = data["extra_data"]
-                rows.append((extra["student"], extra["grade_cells"], data["score"], data["max_score"], extra["status"]))
-            except (OSError, ValueError, KeyError, TypeError):
-                continue
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(["student", *grade_ids, "total", "max_score", "status"])
-        for student, cells, score, max_score, status in rows:
-            writer.writerow([student, *(_number(cells.get(g, {}).get("score", 0)) for g in grade_ids),
-                             _number(score), _number(max_score), status])
+        for path in sorted(self.out_dir.glob("*.json")):
+            row = _gradebook_row(path, grade_ids)
+            if row is not None:
+                writer.writerow(row)
         path = self.out_dir / GRADEBOOK
         atomic_write(path, buffer.getvalue())
         return path
 
 
-def _number(value: float) -> str:
-    return f"{value:g}"
+def _gradebook_row(path: Path, grade_ids: list[str]) -> list[str] | None:
+    """A gradebook row from one result file, or None if the file is not a result of this student."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        extra = data["extra_data"]
+        if extra["student"] != path.stem:
+            return None
+        cells = extra["grade_cells"]
+        return [path.stem, *(f"{float(cells[g]['score']):g}" if g in cells else "0" for g in grade_ids),
+                f"{float(data['score']):g}", f"{float(data['max_score']):g}", str(extra["status"])]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def crash_result(*, student: str, assignment: str, source: str, grade_cells: dict[str, float],

@@ -15,6 +15,7 @@ import os
 import socket
 import sys
 import time
+import traceback
 import types
 
 from .. import wire
@@ -23,7 +24,6 @@ from . import limits
 from .shell import ShellStub, display
 
 MAX_CELL_OUTPUT = 16 * 1024
-MAX_CALL_OUTPUT = 4 * 1024
 
 
 class CappedText(io.TextIOBase):
@@ -112,11 +112,7 @@ def serve(conn: wire.Connection, dispatcher: Dispatcher, shell: ShellStub) -> No
                 conn.send({"event": "end", **run_cell(dispatcher.namespace, shell, cell)})
             conn.send({"event": "done"})
             continue
-        with Captured(MAX_CALL_OUTPUT) as out:
-            header, buffers = dispatcher.handle(message)
-        text, dropped = out.take()
-        if text or dropped:
-            header["output"], header["output_dropped"] = text, dropped
+        header, buffers = dispatcher.handle(message)
         conn.send(header, buffers)
 
 
@@ -146,7 +142,12 @@ def confine(spec: dict, *, rpc_fd: int, out_fd: int) -> dict:
 def run_worker(spec: dict, *, rpc_fd: int, out_fd: int) -> None:
     """Entry point in the forked child; never returns."""
     try:
-        layers = confine(spec, rpc_fd=rpc_fd, out_fd=out_fd)
+        try:
+            layers = confine(spec, rpc_fd=rpc_fd, out_fd=out_fd)
+        except BaseException:
+            wire.Connection(socket.socket(fileno=rpc_fd), max_bytes=2**20).send(
+                {"event": "setup_failed", "detail": traceback.format_exc()[-4000:]})
+            raise
         import torch
 
         torch.manual_seed(0)

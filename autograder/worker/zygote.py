@@ -99,7 +99,7 @@ class Zygote:
 
     def status(self, pid: int) -> dict:
         self.collect()
-        return self.statuses.get(pid, {"running": True})
+        return self.statuses.pop(pid, {"running": True})
 
     def serve(self) -> None:
         while True:
@@ -119,7 +119,7 @@ class Zygote:
                 reply = self.status(request["pid"])
             else:
                 reply = {"error": f"unknown op {op}"}
-            self.control.send(json.dumps(reply).encode())
+            self.control.send(json.dumps({**reply, "id": request.get("id")}).encode())
 
 
 def preload(modules: list[str]) -> list[str]:

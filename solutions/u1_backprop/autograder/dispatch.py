@@ -28,7 +28,7 @@ BINARY_OPS: dict[str, Callable] = {
     "pow": operator.pow, "matmul": operator.matmul,
     "lt": operator.lt, "le": operator.le, "gt": operator.gt, "ge": operator.ge,
 }
-UNARY_OPS: dict[str, Callable] = {"neg": operator.neg, "pos": operator.pos, "abs": operator.abs}
+UNARY_OPS: dict[str, Callable] = {"neg": operator.neg}
 
 
 class _Missing(Exception):
@@ -55,7 +55,7 @@ class RefTable:
             self._by_identity[id(obj)] = rid
         return {"$": "ref", "id": rid, "type": _type_name(obj)}
 
-    def get(self, rid: int, _type_name: str = "") -> object:
+    def get(self, rid: int) -> object:
         try:
             return self._objects[rid]
         except KeyError:
@@ -104,7 +104,7 @@ class Dispatcher:
             if operation is None:
                 raise _BadRequest(f"unknown operation {header.get('op')!r}")
             args = wire.decode(header.get("args"), message.buffers,
-                               make_ref=self.refs.get, device_ok=self.device_ok)
+                               make_ref=lambda rid, _type: self.refs.get(rid), device_ok=self.device_ok)
             if type(args) is not list:
                 raise _BadRequest("arguments must be a list")
         except (_BadRequest, wire.ProtocolError) as exc:
