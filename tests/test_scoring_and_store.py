@@ -31,8 +31,8 @@ def test_check_points_split_over_the_device_cases_that_ran(outcomes, expected):
 
 def test_every_expected_check_appears_even_without_outcomes():
     """Does a check that never ran still appear, with zero points?"""
-    checks = [CheckInfo("a", "A", "g1", 1.0, False, ("cpu",)), CheckInfo("b", "B", "g1", 2.0, True, ("cpu",)),
-              CheckInfo("c", "C", "g2", 3.0, False, ("cpu",))]
+    checks = [CheckInfo("a", "A", "g1", 1.0, False), CheckInfo("b", "B", "g1", 2.0, True),
+              CheckInfo("c", "C", "g2", 3.0, False)]
     scores = score_checks(checks, [case("passed", check="a"), case("failed", check="c")])
     assert [s.score for s in scores] == [1.0, 0.0, 0.0]
     assert grade_cell_scores(scores) == {"g1": {"score": 1.0, "max_score": 3.0}, "g2": {"score": 0.0, "max_score": 3.0}}

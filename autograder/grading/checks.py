@@ -30,7 +30,6 @@ class CheckInfo:
     grade_id: str
     points: float
     hidden: bool
-    devices: tuple[str, ...]
     file: str = ""
 
 
@@ -66,15 +65,12 @@ class CheckSuite:
         for item in collector.items:
             grade_id, points, _ = check_metadata(item)
             name = getattr(item, "originalname", item.name)
-            callspec = getattr(item, "callspec", None)
-            device = callspec.params.get("device", "cpu") if callspec else "cpu"
             previous = checks.get(name)
             if previous and previous.file != item.path.name:
                 raise SuiteError(f"check {name} is defined in both {previous.file} and {item.path.name}")
             checks[name] = CheckInfo(
                 check=name, title=title_of(item), grade_id=grade_id, points=points,
-                hidden=item.get_closest_marker("hidden") is not None,
-                devices=(*previous.devices, device) if previous else (device,), file=item.path.name,
+                hidden=item.get_closest_marker("hidden") is not None, file=item.path.name,
             )
         return list(checks.values())
 
