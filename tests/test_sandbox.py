@@ -11,18 +11,35 @@ from autograder.errors import StudentError, WorkerLost
 from autograder.grading.intake import AutogradedCells, code_cells
 from autograder.grading.options import Limits
 from autograder.grading import sandbox
+from autograder.grading.isolation import plan
 from autograder.grading.sandbox import SandboxError, ZygoteHandle, worker_uid_for
 from autograder.grading.session import Cell, SubmissionSession
 from autograder.remote import Client, StudentNamespace
 
 LIMITS = Limits(call_seconds=2, cell_seconds=2, submission_seconds=120, memory_mb=1024, output_bytes=4096)
+PLAN = plan("auto", hidden=[str(Path(__file__).resolve().parent.parent)], tmp_bytes=2**27, cuda=False)
+
+
+def make_zygote(plan=PLAN) -> ZygoteHandle:
+    return ZygoteHandle(threads=1, cuda=False, limits=LIMITS, worker_uid=worker_uid_for(0), plan=plan)
+
+
+def zygote_pid(handle: ZygoteHandle) -> int:
+    """The zygote's pid as this process sees it (inside bubblewrap it is a grandchild of the handle's process)."""
+    from autograder.worker.zygote import descendants
+
+    for pid in [handle.process.pid, *descendants(handle.process.pid)]:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            if b"autograder.worker.zygote" in f.read() and b"bwrap" not in Path(f"/proc/{pid}/comm").read_bytes():
+                return pid
+    raise AssertionError("no zygote process found")
 
 
 @pytest.fixture(scope="module")
 def zygote():
     os.environ["AUTOGRADER_TEST_SECRET"] = "s3cret"
     try:
-        handle = ZygoteHandle(threads=1, cuda=False, limits=LIMITS, worker_uid=worker_uid_for(0))
+        handle = make_zygote()
     finally:
         del os.environ["AUTOGRADER_TEST_SECRET"]
     yield handle
@@ -126,31 +143,27 @@ def test_a_loop_that_ignores_signals_is_killed_at_the_call_deadline(zygote):
         session.close()
 
 
-def test_nothing_the_submission_starts_outlives_it(zygote, tmp_path):
-    """Are double-forked, setsid daemons killed with the worker, before they can act?"""
-    marker = tmp_path / "daemon-was-here"
-    os.chmod(tmp_path, 0o777)
+def test_nothing_the_submission_starts_outlives_it(zygote):
+    """Are double-forked, setsid daemons killed with the worker (seen from outside the sandbox)?"""
+    from autograder.worker.zygote import descendants
+
     session, student = session_for(zygote, (
         "import os, time\n"
         "def spawn():\n"
         "    if os.fork() == 0:\n"
         "        os.setsid()\n"
         "        if os.fork() == 0:\n"
-        "            time.sleep(1.5)\n"
-        f"            open({str(marker)!r}, 'w').write('x')\n"
-        "            os._exit(0)\n"
+        "            time.sleep(60)\n"
         "        os._exit(0)\n"
-        "    time.sleep(0.2)\n"
-        "    return [int(p) for p in os.listdir('/proc') if p.isdigit()]\n"))
+        "    time.sleep(0.2)\n"))
     try:
         student.spawn()
-        worker_pid = session._worker.pid
+        alive = descendants(zygote_pid(zygote))
+        assert len(alive) >= 2  # the worker and its daemon, at least
     finally:
         session.close()
-    time.sleep(2.0)
-    assert not marker.exists()
-    assert not Path(f"/proc/{worker_pid}").exists()
-    assert zygote.reap()["left"] == 0
+    assert not [pid for pid in alive if Path(f"/proc/{pid}").exists()]
+    assert descendants(zygote_pid(zygote)) == []
 
 
 def test_memory_is_capped_and_the_error_is_the_students(zygote):
@@ -186,10 +199,11 @@ def test_the_worker_environment_holds_none_of_the_graders(zygote):
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="dropping to an unprivileged uid needs root")
-def test_workers_run_as_an_unprivileged_user(zygote, tmp_path):
-    """When grading as root, does student code run as an unprivileged uid that cannot write root's files?"""
+def test_workers_run_as_an_unprivileged_user(tmp_path):
+    """With the namespaces off (so the folder is visible), can the worker's uid still not write root's files?"""
     target = tmp_path / "results"
     target.mkdir(mode=0o755)
+    zygote = make_zygote(plan("off", hidden=[], tmp_bytes=2**27, cuda=False))
     session, student = session_for(zygote, (
         "import os\n"
         "def who():\n"
@@ -206,6 +220,7 @@ def test_workers_run_as_an_unprivileged_user(zygote, tmp_path):
         assert session.layers["uid"] == worker_uid_for(0)
     finally:
         session.close()
+        zygote.close()
 
 
 FORGE_END = """
@@ -238,11 +253,11 @@ def test_a_forged_cell_end_does_not_lift_the_cell_time_limit(zygote):
 def test_a_stopped_zygote_is_replaced(monkeypatch):
     """If the fork server stops answering (SIGSTOP), is it replaced so grading can go on?"""
     monkeypatch.setattr(sandbox, "CONTROL_TIMEOUT", 2.0)
-    handle = ZygoteHandle(threads=1, cuda=False, limits=LIMITS, worker_uid=worker_uid_for(0))
+    handle = make_zygote()
     try:
         handle.wait_ready()
         first = handle.process.pid
-        os.kill(first, signal.SIGSTOP)
+        os.kill(zygote_pid(handle), signal.SIGSTOP)
         session, student = session_for(handle, "x = 42")
         try:
             assert student.x == 42
@@ -253,11 +268,26 @@ def test_a_stopped_zygote_is_replaced(monkeypatch):
         handle.close()
 
 
-def test_a_worker_that_cannot_confine_itself_is_a_sandbox_error(zygote):
+@pytest.mark.skipif(os.geteuid() != 0, reason="an invalid uid is only tried when grading as root")
+def test_a_worker_that_cannot_confine_itself_is_a_sandbox_error(zygote, monkeypatch):
     """When the worker's own set-up fails (before any student code), is that the grader's error?"""
-    worker = zygote.spawn(scratch="/nonexistent/scratch")
+    monkeypatch.setattr(zygote, "worker_uid", 2**32 - 1)  # chown takes it as "unchanged"; setuid refuses it
+    worker = zygote.spawn()
     try:
         with pytest.raises(SandboxError, match="confine"):
             worker.handshake(10)
     finally:
         worker.kill()
+
+
+def test_a_zygote_that_cannot_serve_a_request_says_why_and_keeps_serving(zygote, monkeypatch):
+    """Does a request the zygote cannot carry out become a SandboxError, with the zygote still usable?"""
+    monkeypatch.setattr(zygote, "worker_uid", "nobody")
+    with pytest.raises(SandboxError, match="could not fork"):
+        zygote.spawn()
+    monkeypatch.undo()
+    session, student = session_for(zygote, "x = 7")
+    try:
+        assert student.x == 7
+    finally:
+        session.close()

@@ -52,6 +52,7 @@ class BatchReport:
     seconds: float
     restored: list[str] = field(default_factory=list)
     results: dict[str, dict] = field(default_factory=dict)
+    isolation: dict = field(default_factory=dict)
 
 
 class _Slot:
@@ -121,7 +122,7 @@ def grade_batch(*, course: Course, assignment: str, submissions: list[Submission
     restored = batch.store.verify()
     gradebook = batch.store.write_gradebook(list(batch.grade_cells)) if batch.grade_cells else None
     return BatchReport(assignment, out_dir, sorted(batch.rows, key=lambda r: r.student), gradebook,
-                       time.monotonic() - started, restored, batch.results)
+                       time.monotonic() - started, restored, batch.results, batch.isolation)
 
 
 class _Batch:
@@ -131,7 +132,11 @@ class _Batch:
                  workers: int, options: dict, progress: bool) -> None:
         self.assignment = assignment
         self.store = ResultStore(out_dir)
+        # The worker must see neither the results nor any submission (its own comes over its pipe).
+        hidden = [str(out_dir), *{str(s.path.parent) for s in submissions if s.path}]
+        options = {**options, "hidden_paths": sorted({*options.get("hidden_paths", ()), *hidden})}
         self.config = {"course": str(course.root), "assignment": assignment, "options": options}
+        self.isolation: dict = {}
         self.job_seconds = options["limits"]["submission_seconds"] + JOB_MARGIN_SECONDS
         self.pending = list(submissions)
         self.rows: list[BatchRow] = []
@@ -171,6 +176,7 @@ class _Batch:
         if event == "ready":
             slot.ready = True
             self.grade_cells = message["grade_cells"]
+            self.isolation = message.get("isolation", {})
         elif event == "done":
             self.store.write(message["student"], message["text"])
             self.results[message["student"]] = json.loads(message["text"])
@@ -239,6 +245,11 @@ def format_summary(report: BatchReport) -> str:
     lines.append(f"{len(report.rows)} submissions in {report.seconds:.1f}s; score mean {statistics.mean(scores):.2f}, "
                  f"median {statistics.median(scores):g}, max {max(scores):g} of {report.rows[0].max_score:g}")
     lines.append(f"results: {report.out_dir}/<student>.json; gradebook: {report.gradebook}")
+    if report.isolation:
+        missing = report.isolation.get("missing") or []
+        lines.append(f"sandbox ({report.isolation.get('mode')}): "
+                     + (f"MISSING layers: {', '.join(missing)} (run `autograder doctor`)" if missing
+                        else "every layer in force"))
     if report.restored:
         lines.append(f"WARNING: result files altered during the batch were restored: {', '.join(report.restored)}")
     return "\n".join(lines)

@@ -19,6 +19,7 @@ from .discover import Submission
 from .intake import InvalidSubmission, AutogradedCells, code_cells, read_notebook
 from .results import STATUS_ERROR, STATUS_GRADED, STATUS_INVALID, SubmissionResult
 from .options import GradeOptions
+from .doctor import plan_for, secrets_of, verify
 from .sandbox import SandboxError, ZygoteHandle, cpu_for, pin_to_cpu, worker_uid_for
 from .scoring import score_checks
 from .session import SubmissionSession
@@ -38,8 +39,10 @@ class Grader:
         self.cpu = cpu_for(slot)
         cuda = "cuda" in options.devices and torch.cuda.is_available()
         # The zygote preloads on another core while this process imports the checks, then both pin.
+        plan = plan_for(assignment, mode=options.sandbox, hidden=list(options.hidden_paths), limits=options.limits,
+                        cuda=cuda)
         self.zygote = ZygoteHandle(threads=options.threads, cuda=cuda, limits=options.limits,
-                                   worker_uid=worker_uid_for(slot), cpu=self.cpu)
+                                   worker_uid=worker_uid_for(slot), plan=plan, cpu=self.cpu)
         import torch._dynamo  # noqa: F401  (imported by the first optimizer step: 1.8 s, paid here once)
 
         torch.set_num_threads(options.threads)
@@ -54,6 +57,12 @@ class Grader:
         self.checks = [check for _, check in ranked]
         self.zygote.wait_ready()
         pin_to_cpu(self.cpu)
+        try:
+            self.isolation = verify(self.zygote, secrets=secrets_of(assignment, list(options.hidden_paths)),
+                                    limits=options.limits)
+        except BaseException:
+            self.zygote.close()
+            raise
 
     def close(self) -> None:
         self.zygote.close()
@@ -95,7 +104,7 @@ class Grader:
             result.output = "".join(session.output)
             result.output_dropped = session.output_dropped
             result.restarts = session.restarts
-            result.layers = session.layers
+            result.layers = {**self.isolation.to_dict(), "worker": session.layers}
         if session.sandbox_failure:
             raise SandboxError(session.sandbox_failure)
         result.scores = score_checks(self.checks, outcomes)

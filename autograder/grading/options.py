@@ -20,6 +20,7 @@ class Limits:
     message_bytes: int = 256 * 2**20
     notebook_bytes: int = 20 * 2**20
     file_bytes: int = 256 * 2**20
+    scratch_mb: int = 512  # the sandbox's private /tmp and /dev/shm, each
     processes: int = 64
     restarts: int = 50  # a safety net: the submission's time budget is the real bound
 
@@ -44,6 +45,8 @@ class GradeOptions:
     public_only: bool = False
     timing_scale: float = 1.0
     threads: int = 1
+    sandbox: str = "auto"  # strict | auto | off (see grading/isolation.py)
+    hidden_paths: tuple[str, ...] = ()  # besides the course: what the worker must not see (output, submissions)
 
     def pytest_options(self) -> list[str]:
         return ["--ag-seed", str(self.seed), "--ag-devices", ",".join(self.devices),
@@ -58,4 +61,5 @@ class GradeOptions:
         data = dict(data)
         data["limits"] = Limits(**data["limits"])
         data["devices"] = tuple(data["devices"])
+        data["hidden_paths"] = tuple(data.get("hidden_paths", ()))
         return cls(**data)

@@ -1,9 +1,10 @@
 """Trusted-side handles on the zygote and the workers it forks.
 
-`ZygoteHandle` starts the fork server with a clean environment and asks it for
-workers. `Worker` is one forked worker: requests with deadlines, output capture
-with a cap, and `kill()`, which SIGKILLs the worker's process group and then has
-the zygote (a subreaper) kill any descendant that escaped the group.
+`ZygoteHandle` starts the fork server with a clean environment, inside the
+sandbox the isolation `Plan` describes, and asks it for workers. `Worker` is one
+forked worker: requests with deadlines, output capture with a cap, and `kill()`,
+which has the zygote (a subreaper, in the worker's PID namespace or its parent)
+SIGKILL every descendant.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import select
-import shutil
 import signal
 import socket
 import subprocess
@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 
 from .. import wire
 from ..errors import ProtocolError, WorkerLost
+from .isolation import Plan
 from .options import Limits
 
 #: Imported once by the zygote; torch._dynamo (1.8 s) is what the first `optimizer.step()` would import.
@@ -94,7 +95,8 @@ class ZygoteHandle:
     """The fork server of one grading slot."""
 
     def __init__(self, *, threads: int, cuda: bool, limits: Limits, worker_uid: int | None,
-                 cpu: int | None = None) -> None:
+                 plan: Plan, cpu: int | None = None) -> None:
+        self.plan = plan
         self.cpu = cpu
         self.cuda = cuda
         self.limits = limits
@@ -107,9 +109,9 @@ class ZygoteHandle:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         env = clean_environment(threads=self.threads)
         self.process = subprocess.Popen(
-            [sys.executable, "-P", "-m", "autograder.worker.zygote", "--control-fd", str(theirs.fileno()),
-             "--preload", PRELOAD, "--threads", str(self.threads),
-             *(["--cpu", str(self.cpu)] if self.cpu is not None else [])],
+            [*self.plan.wrapper, sys.executable, "-P", "-m", "autograder.worker.zygote",
+             "--control-fd", str(theirs.fileno()), "--preload", PRELOAD, "--threads", str(self.threads),
+             *(["--cpu", str(self.cpu)] if self.cpu is not None else []), *self.plan.zygote_args],
             pass_fds=[theirs.fileno()], env=env, cwd=tempfile.gettempdir(),
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
         )
@@ -163,17 +165,17 @@ class ZygoteHandle:
         if not self.alive:
             self.restart()
 
-    def spawn(self, *, scratch: str) -> "Worker":
+    def spawn(self) -> "Worker":
+        """A fresh worker; the zygote gives it a private scratch folder (HOME, TMPDIR, cwd)."""
         ours, theirs = socket.socketpair()
         out_read, out_write = os.pipe()
         spec = {
             "limits": asdict(self.limits.worker_limits(cuda=self.cuda)),
-            "cwd": scratch,
-            "env": {"HOME": scratch, "TMPDIR": scratch, "MPLCONFIGDIR": scratch,
-                    "AUTOGRADER_GRADING": "1"},
+            "env": {"AUTOGRADER_GRADING": "1", "USER": "estudiante", "LOGNAME": "estudiante"},
             "uid": self.worker_uid,
             "gid": self.worker_uid,
             "cuda": self.cuda,
+            "seccomp": self.plan.mode != "off",
             "max_message_bytes": self.limits.message_bytes,
         }
         try:
@@ -185,6 +187,10 @@ class ZygoteHandle:
         finally:
             theirs.close()
             os.close(out_write)
+        if "pid" not in reply:
+            ours.close()
+            os.close(out_read)
+            raise SandboxError(f"the zygote could not fork a worker: {reply.get('error')}")
         return Worker(self, reply["pid"], ours, OutputSink(out_read, self.limits.output_bytes),
                       max_bytes=self.limits.message_bytes)
 
@@ -219,6 +225,7 @@ def clean_environment(*, threads: int) -> dict[str, str]:
         "MKL_NUM_THREADS": str(threads),
         "OPENBLAS_NUM_THREADS": str(threads),
         "MPLBACKEND": "Agg",
+        "XDG_CACHE_HOME": os.path.join(tempfile.gettempdir(), "autograder-cache"),  # fontconfig's, via matplotlib
         "PYTORCH_NVML_BASED_CUDA_CHECK": "1",
     })
     return env
@@ -314,25 +321,9 @@ class Worker:
         raise WorkerLost(f"El proceso que ejecuta tu código {exit_reason(status)}.")
 
     def kill(self, end: str = "closed") -> None:
-        """SIGKILL the worker's process group, then have the zygote kill any descendant left."""
+        """Have the zygote SIGKILL the worker and every descendant (its pids are the zygote's to name)."""
         if self.dead:
             return
         self.end = end
-        try:
-            os.killpg(self.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
         self.sock.close()
         self.zygote.reap()
-
-
-def make_scratch(uid: int | None) -> str:
-    path = tempfile.mkdtemp(prefix="autograder-worker-")
-    if uid is not None:
-        os.chown(path, uid, uid)
-    os.chmod(path, 0o700)
-    return path
-
-
-def remove_scratch(path: str) -> None:
-    shutil.rmtree(path, ignore_errors=True)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from .. import wire
 from ..errors import WorkerLost
 from .options import Limits
-from .sandbox import SandboxError, Worker, ZygoteHandle, make_scratch, remove_scratch
+from .sandbox import SandboxError, Worker, ZygoteHandle
 
 HANDSHAKE_SECONDS = 30.0
 
@@ -59,7 +59,6 @@ class SubmissionSession:
         self.output_dropped = 0
         self.deadline = time.monotonic() + limits.submission_seconds
         self._worker: Worker | None = None
-        self._scratch: str | None = None
 
     # Transport protocol ------------------------------------------------------
 
@@ -116,8 +115,7 @@ class SubmissionSession:
     def _start_worker(self) -> Worker:
         self.zygote.ensure_alive()
         self.generation += 1
-        self._scratch = make_scratch(self.zygote.worker_uid)
-        self._worker = self.zygote.spawn(scratch=self._scratch)
+        self._worker = self.zygote.spawn()
         self._worker.handshake(HANDSHAKE_SECONDS)
         self.layers = {**self._worker.layers, "subreaper": bool(self.zygote.info.get("subreaper")),
                        "cpu": self.zygote.cpu}
@@ -174,9 +172,6 @@ class SubmissionSession:
             self.output.append(text)
             self.output_dropped += dropped
             self._worker = None
-        if self._scratch is not None:
-            remove_scratch(self._scratch)
-            self._scratch = None
 
     def close(self) -> None:
         self._retire()

@@ -16,6 +16,7 @@ from pathlib import Path
 from ..course import Course
 from .discover import Submission
 from .grader import Grader
+from .isolation import IsolationError
 from .options import GradeOptions
 from .results import dump
 
@@ -36,13 +37,17 @@ def main() -> None:
     try:
         assignment = Course(Path(config["course"])).assignment(config["assignment"])
         grader = Grader(assignment, options=GradeOptions.from_dict(config["options"]), slot=config["slot"])
+    except IsolationError as exc:
+        send({"event": "failed", "detail": str(exc)})
+        raise SystemExit(1) from None
     except Exception:
         send({"event": "failed", "detail": traceback.format_exc()})
         raise SystemExit(1) from None
     cells: dict[str, float] = {}
     for check in grader.checks:
         cells[check.grade_id] = cells.get(check.grade_id, 0.0) + check.points
-    send({"event": "ready", "grade_cells": cells, "zygote": grader.zygote.info})
+    send({"event": "ready", "grade_cells": cells, "zygote": grader.zygote.info,
+          "isolation": grader.isolation.to_dict()})
     try:
         for line in jobs:
             job = json.loads(line)

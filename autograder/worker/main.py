@@ -1,7 +1,7 @@
 """The worker: runs a student's notebook code and serves the checks' requests.
 
 It is forked by the zygote for one submission, confines itself (new session,
-limits, unprivileged uid, private scratch directory), then reads requests from
+limits, unprivileged uid, private scratch directory, seccomp filter), then reads requests from
 its socket until the socket closes or the grader kills it. Nothing it sends is
 trusted: the grader decodes replies with the safe codec and verifies every value.
 """
@@ -20,7 +20,7 @@ import types
 
 from .. import wire
 from ..dispatch import CELL_PREFIX, Dispatcher, describe_exception
-from . import limits
+from . import limits, seccomp
 from .shell import ShellStub, display
 
 MAX_CELL_OUTPUT = 16 * 1024
@@ -130,12 +130,14 @@ def confine(spec: dict, *, rpc_fd: int, out_fd: int) -> dict:
     failed = limits.apply(limits.WorkerLimits(**spec["limits"]))
     os.chdir(spec["cwd"])
     os.environ.update(spec["env"])
-    layers = {"session": True, "rlimits": not failed, "rlimits_failed": failed}
+    layers = {"session": True, "rlimits": not failed, "rlimits_failed": failed,
+              "pid_namespace": spec.get("pid_namespace")}
     if spec.get("uid") is not None:
         limits.drop_privileges(spec["uid"], spec["gid"])
     layers["uid"] = os.getuid()
     layers["no_new_privs"] = limits.no_new_privileges()
     layers["die_with_parent"] = limits.die_with_parent()
+    layers["seccomp"] = spec.get("seccomp", False) and layers["no_new_privs"] and seccomp.install()
     return layers
 
 

@@ -1,10 +1,12 @@
 """The zygote: a fork server that has paid for `import torch` once.
 
-Started by a grading slot with a clean environment, it preloads the heavy
-libraries, marks itself a child subreaper, then forks one worker per request.
-Because it is a subreaper, anything a worker starts (double-forked daemons
-included) re-parents here when its parent dies, so `reap` can kill every
-descendant. It never runs student code itself.
+Started by a grading slot with a clean environment (inside bubblewrap or `unshare`
+when the machine has them), it preloads the heavy libraries, marks itself a child
+subreaper, then forks one worker per request, each with a private scratch folder
+and, with `--isolate-pids`, in a PID namespace of its own. Because it is a
+subreaper, anything a worker starts (double-forked daemons included) re-parents
+here when its parent dies, so `reap` can kill every descendant. It never runs
+student code itself.
 
 Protocol: JSON requests on a SOCK_SEQPACKET control socket, file descriptors for a
 new worker passed alongside with SCM_RIGHTS.
@@ -16,12 +18,14 @@ import argparse
 import importlib
 import json
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
 
-from . import limits
+from . import limits, namespaces
 
 MAX_REQUEST = 65536
 
@@ -49,9 +53,11 @@ def descendants(root: int) -> list[int]:
 
 
 class Zygote:
-    def __init__(self, control: socket.socket) -> None:
+    def __init__(self, control: socket.socket, *, isolate_pids: bool) -> None:
         self.control = control
+        self.isolate_pids = isolate_pids
         self.statuses: dict[int, dict] = {}
+        self.scratch: list[str] = []
 
     def collect(self) -> None:
         """Reap finished children, remembering how each ended."""
@@ -69,15 +75,28 @@ class Zygote:
 
     def fork(self, spec: dict, fds: list[int]) -> dict:
         rpc_fd, out_fd = fds
+        scratch = self.make_scratch(spec.get("uid"))
+        spec = {**spec, "cwd": scratch,
+                "env": {**spec["env"], "HOME": scratch, "TMPDIR": scratch, "MPLCONFIGDIR": scratch}}
         pid = os.fork()
         if pid == 0:
             self.control.close()
+            pid_namespace = namespaces.isolate_pids((rpc_fd, out_fd)) if self.isolate_pids else None
             from .main import run_worker
 
-            run_worker(spec, rpc_fd=rpc_fd, out_fd=out_fd)
+            run_worker({**spec, "pid_namespace": pid_namespace}, rpc_fd=rpc_fd, out_fd=out_fd)
         os.close(rpc_fd)
         os.close(out_fd)
         return {"pid": pid}
+
+    def make_scratch(self, uid: int | None) -> str:
+        """A private, empty working folder for one worker (in the sandbox's own /tmp when there is one)."""
+        path = tempfile.mkdtemp(prefix="worker-")
+        if uid is not None:
+            os.chown(path, uid, uid)
+        os.chmod(path, 0o700)
+        self.scratch.append(path)
+        return path
 
     def reap(self) -> dict:
         """Kill every descendant and wait until none is left."""
@@ -95,7 +114,12 @@ class Zygote:
                     pass
             time.sleep(0.005)
         self.collect()
-        return {"killed": killed, "left": len(descendants(os.getpid()))}
+        left = len(descendants(os.getpid()))
+        if not left:
+            for path in self.scratch:
+                shutil.rmtree(path, ignore_errors=True)
+            self.scratch.clear()
+        return {"killed": killed, "left": left}
 
     def status(self, pid: int) -> dict:
         self.collect()
@@ -111,14 +135,22 @@ class Zygote:
                 return
             request = json.loads(data)
             op = request["op"]
-            if op == "fork":
-                reply = self.fork(request["spec"], fds)
-            elif op == "reap":
-                reply = self.reap()
-            elif op == "status":
-                reply = self.status(request["pid"])
-            else:
-                reply = {"error": f"unknown op {op}"}
+            try:
+                if op == "fork":
+                    reply = self.fork(request["spec"], fds)
+                elif op == "reap":
+                    reply = self.reap()
+                elif op == "status":
+                    reply = self.status(request["pid"])
+                else:
+                    reply = {"error": f"unknown op {op}"}
+            except Exception as exc:  # the slot's request was wrong; say so and keep serving
+                for fd in fds:
+                    try:
+                        os.close(fd)
+                    except OSError:
+                        pass
+                reply = {"error": f"{op}: {type(exc).__name__}: {exc}"}
             self.control.send(json.dumps({**reply, "id": request.get("id")}).encode())
 
 
@@ -139,10 +171,19 @@ def main() -> None:
     parser.add_argument("--preload", default="")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--cpu", type=int, default=None, help="pin to this CPU once preloaded")
+    parser.add_argument("--isolate-pids", action="store_true", help="a PID namespace per worker")
+    parser.add_argument("--private-tmp", type=int, default=None, metavar="BYTES",
+                        help="mount a fresh /tmp of this size (the unshare fallback; bubblewrap makes its own)")
+    parser.add_argument("--mask", action="append", default=[], metavar="PATH",
+                        help="hide PATH behind an empty mount (the unshare fallback)")
     args = parser.parse_args()
     control = socket.socket(fileno=args.control_fd)
     subreaper = limits.become_subreaper()
     limits.die_with_parent()
+    for path in args.mask:
+        namespaces.mask(path)
+    if args.private_tmp:
+        namespaces.private_tmp(args.private_tmp)
     loaded = preload([m for m in args.preload.split(",") if m])
     import torch
 
@@ -154,8 +195,8 @@ def main() -> None:
 
     control.send(json.dumps({"ready": True, "pid": os.getpid(), "subreaper": subreaper,
                              "preloaded": loaded, "torch": torch.__version__,
-                             "python": sys.version.split()[0]}).encode())
-    Zygote(control).serve()
+                             "python": sys.version.split()[0], "masked": args.mask}).encode())
+    Zygote(control, isolate_pids=args.isolate_pids).serve()
 
 
 if __name__ == "__main__":
