@@ -4,6 +4,7 @@
     autograder grade ASSIGNMENT PATH ...       grade a class, write results and gradebook.csv
     autograder check NOTEBOOK                  a student's public checks, isolated, from a terminal
     autograder calibrate ASSIGNMENT            timing ratios of the solution, to set thresholds
+    autograder doctor [ASSIGNMENT]             which sandbox layers this machine gives the workers
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from .course import Course, CourseError
+from .grading.isolation import MODES as SANDBOX_MODES
 
 LIMIT_FLAGS = {
     "call_seconds": "time limit of one call into the student's code",
@@ -70,6 +72,13 @@ def _parser() -> argparse.ArgumentParser:
                            help="notebook to time (default: the solution notebook)")
     _grading_options(calibrate)
     calibrate.set_defaults(run=_calibrate)
+
+    doctor = commands.add_parser("doctor", help="verify the sandbox layers on this machine and time worker start-up")
+    doctor.add_argument("assignment", nargs="?", default=None,
+                        help="assignment whose hidden files the probe tries to read (default: the first)")
+    doctor.add_argument("--sandbox", choices=SANDBOX_MODES, default="auto", help="mode to verify (default: auto)")
+    doctor.add_argument("--runs", type=int, default=20, help="workers to start for the timing (default: 20)")
+    doctor.set_defaults(run=_doctor)
     return parser
 
 
@@ -79,6 +88,9 @@ def _grading_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=None, help="seed of the checks' random inputs (default: fresh)")
     parser.add_argument("--devices", default="cpu,cuda", help="devices checks may run on (default: cpu,cuda)")
     parser.add_argument("--timing-scale", type=float, default=1.0, help="multiply every timing threshold")
+    parser.add_argument("--sandbox", choices=SANDBOX_MODES, default="auto",
+                        help="auto: every layer the machine supports, missing ones reported; strict: refuse to "
+                             "grade unless all are in force; off: no namespaces or seccomp (default: auto)")
     defaults = {f.name: f.default for f in fields(Limits)}
     for name, text in LIMIT_FLAGS.items():
         parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=type(defaults[name]),
@@ -95,7 +107,7 @@ def _options(args: argparse.Namespace, *, public_only: bool = False) -> dict:
     limits = Limits(**{name: getattr(args, name) for name in LIMIT_FLAGS})
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
     options = GradeOptions(limits=limits, seed=seed, devices=tuple(d for d in args.devices.split(",") if d),
-                           public_only=public_only, timing_scale=args.timing_scale)
+                           public_only=public_only, timing_scale=args.timing_scale, sandbox=args.sandbox)
     return options.to_dict()
 
 
@@ -174,6 +186,17 @@ def _calibrate(args: argparse.Namespace) -> int:
                        options=_options(args))
     print(format_calibration(report))
     return 0
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from .grading.doctor import doctor, format_doctor
+    from .grading.options import Limits
+
+    course = _course(args)
+    assignment = course.assignment(args.assignment or course.assignments()[0])
+    report = doctor(assignment, mode=args.sandbox, limits=Limits(), runs=args.runs)
+    print(format_doctor(report))
+    return 1 if args.sandbox == "strict" and report.assessment.missing else 0
 
 
 if __name__ == "__main__":

@@ -106,16 +106,34 @@ def plan(mode: str, *, hidden: list[str], tmp_bytes: int, cuda: bool,
         user = () if os.geteuid() == 0 else ("--map-root-user",)
         wrapper = (shutil.which("unshare"), *user, "--mount", "--net", "--pid", "--ipc", "--uts", "--fork",
                    "--kill-child", "--mount-proc", "--propagation", "private")
-        needed = python_paths()
-        masks = [p for p in hidden if os.path.exists(p) and not any(_inside(n, p) for n in needed)]
-        notes = ["bubblewrap is missing: the filesystem view hides the course, output and submissions "
-                 "instead of showing only the interpreter (install bubblewrap)"]
-        notes += [f"{p} holds the interpreter, so it cannot be hidden" for p in hidden
-                  if os.path.exists(p) and p not in masks]
+        masks = mask_targets(hidden, needed=python_paths())
+        notes = ("bubblewrap is missing: the filesystem view hides the course, output and submissions "
+                 "instead of showing only the interpreter (install bubblewrap)",)
         return Plan(mode, "unshare", wrapper,
                     ("--isolate-pids", "--private-tmp", str(tmp_bytes), *(a for p in masks for a in ("--mask", p))),
-                    tuple(notes))
+                    notes)
     return Plan(mode, None, notes=("neither bubblewrap nor unshare can create namespaces here",))
+
+
+def mask_targets(hidden: list[str], *, needed: list[str]) -> list[str]:
+    """What to cover so that `hidden` is out of sight but `needed` stays: a hidden folder that holds
+    something needed (a course with its .venv inside) is covered entry by entry, around the needed path."""
+    targets: list[str] = []
+    for path in hidden:
+        if os.path.exists(path):
+            targets += _cover(path, needed)
+    return _outermost(targets)
+
+
+def _cover(path: str, needed: list[str]) -> list[str]:
+    if not any(_inside(n, path) for n in needed):
+        return [path]
+    covered: list[str] = []
+    for entry in sorted(os.listdir(path)):
+        entry = os.path.join(path, entry)
+        if not any(_inside(entry, n) for n in needed):
+            covered += _cover(entry, needed)
+    return covered
 
 
 def _inside(path: str, parent: str) -> bool:

@@ -225,7 +225,9 @@ def clean_environment(*, threads: int) -> dict[str, str]:
         "MKL_NUM_THREADS": str(threads),
         "OPENBLAS_NUM_THREADS": str(threads),
         "MPLBACKEND": "Agg",
-        "XDG_CACHE_HOME": os.path.join(tempfile.gettempdir(), "autograder-cache"),  # fontconfig's, via matplotlib
+        # matplotlib's and fontconfig's caches (the sandbox has no home; its /tmp is private)
+        "MPLCONFIGDIR": os.path.join(tempfile.gettempdir(), "autograder-cache"),
+        "XDG_CACHE_HOME": os.path.join(tempfile.gettempdir(), "autograder-cache"),
         "PYTORCH_NVML_BASED_CUDA_CHECK": "1",
     })
     return env
