@@ -87,6 +87,22 @@ BUGS = {
         "            D[i, j] = ((X[i] - Y[j]) ** 2).sum()\n"
         "    return D",
         {"test_pairwise_distances_are_fast"}),
+    "pairwise_timing_cheats": Bug(  # looped, with a result cache and frozen clocks in the worker
+        "import time\n"
+        "time.perf_counter = time.monotonic = time.time = time.process_time = lambda: 0.0\n"
+        "time.perf_counter_ns = time.monotonic_ns = time.time_ns = lambda: 0\n"
+        "torch.cuda.synchronize = lambda *a, **k: None\n"
+        "_cache = {}\n"
+        "def pairwise_sq_distances(X, Y):\n"
+        "    key = (X.shape, Y.shape, X.sum().item(), Y.sum().item())\n"
+        "    if key not in _cache:\n"
+        "        D = torch.zeros(X.shape[0], Y.shape[0], dtype=X.dtype, device=X.device)\n"
+        "        for i in range(X.shape[0]):\n"
+        "            for j in range(Y.shape[0]):\n"
+        "                D[i, j] = ((X[i] - Y[j]) ** 2).sum()\n"
+        "        _cache[key] = D\n"
+        "    return _cache[key].clone()",
+        {"test_pairwise_distances_are_fast"}),
     "pairwise_not_squared": Bug(
         "def pairwise_sq_distances(X, Y):\n    return torch.cdist(X, Y)",
         {"test_pairwise_distances_match_cdist", "test_pairwise_distances_are_fast",

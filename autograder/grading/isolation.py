@@ -101,7 +101,7 @@ def plan(mode: str, *, hidden: list[str], tmp_bytes: int, cuda: bool,
     hidden = sorted({str(Path(p).resolve()) for p in hidden} | {str(PACKAGE / "checks")})
     if "bwrap" in prefer and bwrap_available():
         return Plan(mode, "bwrap", tuple(bwrap_command(hidden=hidden, tmp_bytes=tmp_bytes, cuda=cuda)),
-                    ("--isolate-pids",))
+                    ("--isolate-pids", "--wipe-tmp"))
     if "unshare" in prefer and unshare_available():
         user = () if os.geteuid() == 0 else ("--map-root-user",)
         wrapper = (shutil.which("unshare"), *user, "--mount", "--net", "--pid", "--ipc", "--uts", "--fork",
@@ -110,7 +110,8 @@ def plan(mode: str, *, hidden: list[str], tmp_bytes: int, cuda: bool,
         notes = ("bubblewrap is missing: the filesystem view hides the course, output and submissions "
                  "instead of showing only the interpreter (install bubblewrap)",)
         return Plan(mode, "unshare", wrapper,
-                    ("--isolate-pids", "--private-tmp", str(tmp_bytes), *(a for p in masks for a in ("--mask", p))),
+                    ("--isolate-pids", "--wipe-tmp", "--private-tmp", str(tmp_bytes),
+                     *(a for p in masks for a in ("--mask", p))),
                     notes)
     return Plan(mode, None, notes=("neither bubblewrap nor unshare can create namespaces here",))
 

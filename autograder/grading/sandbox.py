@@ -320,7 +320,9 @@ class Worker:
             time.sleep(0.01)
             status = self.zygote.status(self.pid)
         self.kill("crashed")
-        raise WorkerLost(f"El proceso que ejecuta tu código {exit_reason(status)}.")
+        # How it ended (an exit code the code chose) is detail: hidden checks show only the summary.
+        raise WorkerLost("El proceso que ejecuta tu código terminó antes de responder.",
+                         detail=f"Causa: {exit_reason(status)}.")
 
     def kill(self, end: str = "closed") -> None:
         """Have the zygote SIGKILL the worker and every descendant (its pids are the zygote's to name)."""

@@ -6,7 +6,7 @@
   nothing a submission starts can outlive it, and the worker sees no other process.
 - `mask()` / `private_tmp()`: the `unshare` fallback's filesystem view (when
   bubblewrap is missing): empty read-only mounts over the course, the output folder
-  and the submissions, and a fresh size-limited /tmp.
+  and the submissions, and a fresh size-limited /tmp and /dev/shm.
 """
 
 from __future__ import annotations
@@ -86,5 +86,7 @@ def mask(path: str) -> None:
 
 
 def private_tmp(size_bytes: int) -> None:
-    """A fresh, size-limited /tmp for this mount namespace."""
-    mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={size_bytes},mode=1777")
+    """A fresh, size-limited /tmp and /dev/shm for this mount namespace."""
+    for folder in ("/tmp", "/dev/shm"):
+        if os.path.isdir(folder):
+            mount("tmpfs", folder, "tmpfs", MS_NOSUID | MS_NODEV, f"size={size_bytes},mode=1777")

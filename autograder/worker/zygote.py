@@ -53,11 +53,13 @@ def descendants(root: int) -> list[int]:
 
 
 class Zygote:
-    def __init__(self, control: socket.socket, *, isolate_pids: bool) -> None:
+    def __init__(self, control: socket.socket, *, isolate_pids: bool, private_tmp: bool) -> None:
         self.control = control
         self.isolate_pids = isolate_pids
+        self.private_tmp = private_tmp
         self.statuses: dict[int, dict] = {}
         self.scratch: list[str] = []
+        self.worker_uids: set[int] = set()
 
     def collect(self) -> None:
         """Reap finished children, remembering how each ended."""
@@ -94,6 +96,7 @@ class Zygote:
         path = tempfile.mkdtemp(prefix="worker-")
         if uid is not None:
             os.chown(path, uid, uid)
+            self.worker_uids.add(uid)
         os.chmod(path, 0o700)
         self.scratch.append(path)
         return path
@@ -119,7 +122,35 @@ class Zygote:
             for path in self.scratch:
                 shutil.rmtree(path, ignore_errors=True)
             self.scratch.clear()
+            self.wipe_shared_tmp()
         return {"killed": killed, "left": left}
+
+    def wipe_shared_tmp(self) -> None:
+        """Nothing a worker leaves in /tmp or /dev/shm reaches the next worker (of this or another submission).
+
+        In a private /tmp (bubblewrap, unshare) everything but the zygote's own cache goes; in a
+        shared one, what the workers' uids own.
+        """
+        ours = {os.path.basename(os.environ.get("XDG_CACHE_HOME", ""))}
+        for folder in ("/tmp", "/dev/shm"):
+            try:
+                entries = os.listdir(folder)
+            except OSError:
+                continue
+            for name in entries:
+                path = os.path.join(folder, name)
+                try:
+                    owner = os.lstat(path).st_uid
+                except OSError:
+                    continue
+                if (self.private_tmp and name not in ours) or (owner in self.worker_uids and owner != os.getuid()):
+                    if os.path.isdir(path) and not os.path.islink(path):
+                        shutil.rmtree(path, ignore_errors=True)
+                    else:
+                        try:
+                            os.unlink(path)
+                        except OSError:
+                            pass
 
     def status(self, pid: int) -> dict:
         self.collect()
@@ -174,6 +205,8 @@ def main() -> None:
     parser.add_argument("--isolate-pids", action="store_true", help="a PID namespace per worker")
     parser.add_argument("--private-tmp", type=int, default=None, metavar="BYTES",
                         help="mount a fresh /tmp of this size (the unshare fallback; bubblewrap makes its own)")
+    parser.add_argument("--wipe-tmp", action="store_true",
+                        help="/tmp and /dev/shm are this sandbox's own: empty them after every worker")
     parser.add_argument("--mask", action="append", default=[], metavar="PATH",
                         help="hide PATH behind an empty mount (the unshare fallback)")
     args = parser.parse_args()
@@ -196,7 +229,7 @@ def main() -> None:
     control.send(json.dumps({"ready": True, "pid": os.getpid(), "subreaper": subreaper,
                              "preloaded": loaded, "torch": torch.__version__,
                              "python": sys.version.split()[0], "masked": args.mask}).encode())
-    Zygote(control, isolate_pids=args.isolate_pids).serve()
+    Zygote(control, isolate_pids=args.isolate_pids, private_tmp=args.wipe_tmp).serve()
 
 
 if __name__ == "__main__":
