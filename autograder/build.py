@@ -26,10 +26,10 @@ from pathlib import Path
 from .course import Assignment, Course
 
 PACKAGE = Path(__file__).resolve().parent
-#: The runtime a student needs for `check(...)` in the notebook (import closure of selfcheck and checklib).
+#: The runtime a student needs for `check(...)` in the notebook (import closure of selfcheck, checklib and drivers).
 RUNTIME_FILES = (
-    "__init__.py", "errors.py", "wire.py", "dispatch.py", "remote.py", "plugin.py", "selfcheck.py",
-    "checklib/__init__.py", "checklib/compare.py", "checklib/data.py", "checklib/timing.py",
+    "__init__.py", "errors.py", "wire.py", "dispatch.py", "remote.py", "plugin.py", "selfcheck.py", "drivers.py",
+    "checklib/__init__.py", "checklib/compare.py", "checklib/data.py", "checklib/models.py", "checklib/timing.py",
     "checks/__init__.py",
 )
 POINTS_FILE = "points.json"
