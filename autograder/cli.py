@@ -53,9 +53,12 @@ def _parser() -> argparse.ArgumentParser:
     grade = commands.add_parser("grade", help="grade submissions of one assignment")
     grade.add_argument("assignment")
     grade.add_argument("paths", nargs="+", type=Path,
-                       help="notebooks, folders of notebooks, or an nbgrader submitted/ tree")
+                       help="notebooks, folders of notebooks or of student folders, an nbgrader submitted/ tree, "
+                            "or a .zip of any of these (as an LMS or Gradescope exports it)")
     grade.add_argument("--out", type=Path, default=None, help="output folder (default: autograded/<assignment>)")
     grade.add_argument("--workers", type=int, default=1, help="submissions graded in parallel (default: 1)")
+    grade.add_argument("--force", action="store_true",
+                       help="grade again submissions whose result in the output folder is already up to date")
     _grading_options(grade)
     grade.set_defaults(run=_grade)
 
@@ -127,22 +130,21 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _grade(args: argparse.Namespace) -> int:
+    from .grading.archive import ArchiveError, unpacked
     from .grading.batch import BatchError, format_summary, grade_batch
     from .grading.discover import DiscoveryError, discover
 
     course = _course(args)
     assignment = course.assignment(args.assignment)
-    try:
-        submissions = discover(args.paths, assignment=assignment.id, notebook_name=assignment.notebook_name)
-    except DiscoveryError as exc:
-        raise _Failure(str(exc)) from None
-    if not submissions:
-        raise _Failure("no submissions found in the given paths")
     out = args.out or course.root / "autograded" / assignment.id
     try:
-        report = grade_batch(course=course, assignment=assignment.id, submissions=submissions, out_dir=out,
-                             workers=args.workers, options=_options(args))
-    except BatchError as exc:
+        with unpacked(args.paths) as paths:
+            submissions = discover(paths, assignment=assignment.id, notebook_name=assignment.notebook_name)
+            if not submissions:
+                raise _Failure("no submissions found in the given paths")
+            report = grade_batch(course=course, assignment=assignment.id, submissions=submissions, out_dir=out,
+                                 workers=args.workers, options=_options(args), force=args.force)
+    except (ArchiveError, DiscoveryError, BatchError) as exc:
         raise _Failure(str(exc)) from None
     print(format_summary(report))
     return 0

@@ -1,10 +1,15 @@
-"""From submitted files to code cells: validation, test-cell exclusion, IPython syntax."""
+"""From submitted files to code cells: validation, test-cell exclusion, IPython syntax, class archives."""
 
 import json
+import os
+import stat
+import zipfile
 
 import nbformat
 import pytest
 
+from autograder.grading import archive as archive_module
+from autograder.grading.archive import ArchiveError, unpacked
 from autograder.grading.discover import DiscoveryError, discover, student_id
 from autograder.grading.intake import AutogradedCells, InvalidSubmission, code_cells, read_notebook
 
@@ -121,3 +126,73 @@ def test_two_submissions_for_one_student_id_stop_discovery(tmp_path):
         (tmp_path / folder / "same.ipynb").write_text("{}")
     with pytest.raises(DiscoveryError, match="same"):
         discover([tmp_path / "a", tmp_path / "b"], assignment="u1", notebook_name="u1.ipynb")
+
+
+def zip_with(path, entries):
+    """A zip at `path` with (name, bytes) entries; a name may be a ZipInfo."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in entries:
+            zf.writestr(name, data)
+    return path
+
+
+@pytest.mark.parametrize("name", ["../escape.ipynb", "/etc/evil.ipynb", "a/../../escape.ipynb",
+                                  "..\\windows.ipynb", "C:/evil.ipynb"])
+def test_archives_that_write_outside_their_folder_are_refused(tmp_path, name):
+    """Is an entry with an absolute path or `..` refused, naming the entry, with nothing written outside?"""
+    archive = zip_with(tmp_path / "class.zip", [("ok/demo.ipynb", "{}"), (name, "{}")])
+    with pytest.raises(ArchiveError, match="path traversal"):
+        with unpacked([archive]):
+            pass
+    assert not (tmp_path / "escape.ipynb").exists()
+
+
+def test_archives_with_links_are_refused(tmp_path):
+    """Is a symbolic link inside the archive refused (it could point anywhere)?"""
+    link = zipfile.ZipInfo("student/demo.ipynb")
+    link.external_attr = (stat.S_IFLNK | 0o777) << 16
+    archive = zip_with(tmp_path / "class.zip", [(link, "/etc/passwd")])
+    with pytest.raises(ArchiveError, match="symbolic link"):
+        with unpacked([archive]):
+            pass
+
+
+def test_decompression_bombs_are_refused(tmp_path):
+    """Is an entry that expands far beyond its compressed size stopped while unpacking?"""
+    archive = zip_with(tmp_path / "bomb.zip", [("student/demo.ipynb", b"\0" * (64 * 2**20))])
+    assert archive.stat().st_size < 2**20
+    with pytest.raises(ArchiveError, match="decompression bomb"):
+        with unpacked([archive]):
+            pass
+
+
+def test_an_archive_that_lies_about_sizes_is_still_bounded(tmp_path, monkeypatch):
+    """Are sizes counted while copying, so a forged directory cannot get past the archive's limit?"""
+    monkeypatch.setattr(archive_module, "MAX_TOTAL_BYTES", 3 * 2**20)
+    archive = zip_with(tmp_path / "class.zip", [(f"s{i}/demo.ipynb", os.urandom(2**20)) for i in range(4)])
+    with pytest.raises(ArchiveError, match="size limit"):
+        with unpacked([archive]):
+            pass
+
+
+def test_an_lms_export_is_unwrapped_and_each_student_folder_found(tmp_path):
+    """Are wrapper folders skipped and one submission found per student folder, notebook at any depth?"""
+    archive = zip_with(tmp_path / "export.zip", [
+        ("Tarea 1/Ana_1/u1.ipynb", "{}"), ("Tarea 1/Beto_2/sub/dir/otro.ipynb", "{}"),
+        ("Tarea 1/Caro_3/tarea.py", "x = 1"), ("__MACOSX/._junk", "x")])
+    with unpacked([archive]) as paths:
+        found = discover(paths, assignment="u1", notebook_name="u1.ipynb")
+        assert [(s.student, s.path.name if s.path else None) for s in found] == [
+            ("Ana_1", "u1.ipynb"), ("Beto_2", "otro.ipynb"), ("Caro_3", None)]
+        assert "tarea.py" in found[2].problem
+    assert not paths[0].exists()  # unpacked files are removed afterwards
+
+
+def test_loose_files_that_are_not_notebooks_get_a_problem_not_silence(tmp_path):
+    """Does a `.py` handed in among notebooks become that student's submission with a clear problem?"""
+    (tmp_path / "ana.ipynb").write_text("{}")
+    (tmp_path / "beto.py").write_text("x = 1")
+    (tmp_path / "notes.md").write_text("ignored")
+    found = {s.student: s for s in discover([tmp_path], assignment="u1", notebook_name="u1.ipynb")}
+    assert set(found) == {"ana", "beto"}
+    assert found["beto"].path is None and ".py" in found["beto"].problem

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ..course import Course
 from .discover import Submission
-from .store import ResultStore, crash_result
+from .store import ResultStore, crash_result, fingerprint, grading_digest
 
 SLOT_START_SECONDS = 300.0
 JOB_MARGIN_SECONDS = 120.0  # a slot enforces the submission budget itself; this catches a stuck slot
@@ -41,6 +41,7 @@ class BatchRow:
     seconds: float
     restarts: int = 0
     cell_errors: int = 0
+    kept: bool = False  # finished by an earlier run
 
 
 @dataclass
@@ -53,6 +54,7 @@ class BatchReport:
     restored: list[str] = field(default_factory=list)
     results: dict[str, dict] = field(default_factory=dict)
     isolation: dict = field(default_factory=dict)
+    kept: int = 0  # finished in an earlier run of the same batch, not graded again
 
 
 class _Slot:
@@ -80,11 +82,11 @@ class _Slot:
         self.jobs.write(json.dumps(message) + "\n")
         self.jobs.flush()
 
-    def assign(self, submission: Submission) -> None:
+    def assign(self, submission: Submission, fingerprint: str) -> None:
         self.current = submission
         self.assigned_at = time.monotonic()
         self._send({"student": submission.student, "path": str(submission.path) if submission.path else None,
-                    "problem": submission.problem})
+                    "problem": submission.problem, "fingerprint": fingerprint})
 
     def read(self) -> dict | None:
         """The next message, or None once the slot is gone (a line cut short means it died writing)."""
@@ -110,43 +112,85 @@ class _Slot:
 
 
 def grade_batch(*, course: Course, assignment: str, submissions: list[Submission], out_dir: Path,
-                workers: int, options: dict, progress: bool = True) -> BatchReport:
-    """Grade `submissions` with `workers` slots; results go to `out_dir`."""
+                workers: int, options: dict, progress: bool = True, force: bool = False) -> BatchReport:
+    """Grade `submissions` with `workers` slots; results go to `out_dir`.
+
+    A submission whose result in `out_dir` graded the same content with the same checks
+    is kept, not graded again, unless `force`: re-running a batch that was killed
+    finishes it. A folder that cannot be written stops the batch (BatchError), keeping
+    every result already written.
+    """
     started = time.monotonic()
-    batch = _Batch(course=course, assignment=assignment, submissions=submissions, out_dir=out_dir,
-                   workers=workers, options=options, progress=progress)
+    try:
+        batch = _Batch(course=course, assignment=assignment, submissions=submissions, out_dir=out_dir,
+                       workers=workers, options=options, progress=progress, force=force)
+    except OSError as exc:
+        raise BatchError(f"cannot use the output folder {out_dir}: {exc.strerror or exc}") from None
     try:
         batch.run()
     finally:
         batch.close()
-    restored = batch.store.verify()
-    gradebook = batch.store.write_gradebook(list(batch.grade_cells)) if batch.grade_cells else None
+    try:
+        restored = batch.store.verify()
+        gradebook = batch.store.write_gradebook(list(batch.grade_cells)) if batch.grade_cells else None
+    except OSError as exc:
+        raise BatchError(_write_failure(exc, out_dir, len(batch.rows))) from None
     return BatchReport(assignment, out_dir, sorted(batch.rows, key=lambda r: r.student), gradebook,
-                       time.monotonic() - started, restored, batch.results, batch.isolation)
+                       time.monotonic() - started, restored, batch.results, batch.isolation, batch.kept)
+
+
+def _write_failure(exc: OSError, out_dir: Path, done: int) -> str:
+    return (f"cannot write to the output folder {out_dir}: {exc.strerror or exc}. "
+            f"The batch stopped; the {done} result(s) already written are kept. Fix the folder and run the "
+            "same command again: finished submissions are not graded again.")
 
 
 class _Batch:
     """The coordinator's loop: hand out submissions, collect results, replace slots that die."""
 
     def __init__(self, *, course: Course, assignment: str, submissions: list[Submission], out_dir: Path,
-                 workers: int, options: dict, progress: bool) -> None:
+                 workers: int, options: dict, progress: bool, force: bool) -> None:
         self.assignment = assignment
         self.store = ResultStore(out_dir)
+        target = course.assignment(assignment)
+        grading = grading_digest([*target.check_files(), target.release_notebook],
+                                 public_only=bool(options.get("public_only")))
+        self.fingerprints = {s.student: fingerprint(s.path, s.problem, grading=grading) for s in submissions}
         # The worker must see neither the results nor any submission (its own comes over its pipe).
         hidden = [str(out_dir), *{str(s.path.parent) for s in submissions if s.path}]
         options = {**options, "hidden_paths": sorted({*options.get("hidden_paths", ()), *hidden})}
         self.config = {"course": str(course.root), "assignment": assignment, "options": options}
         self.isolation: dict = {}
         self.job_seconds = options["limits"]["submission_seconds"] + JOB_MARGIN_SECONDS
-        self.pending = list(submissions)
         self.rows: list[BatchRow] = []
         self.results: dict[str, dict] = {}
         self.grade_cells: dict[str, float] = {}
+        self.pending = []
+        for submission in submissions:
+            stored = None if force else self.store.finished(submission.student, self.fingerprints[submission.student])
+            if stored is None:
+                self.pending.append(submission)
+            else:
+                self._keep(submission.student, stored)
+        self.kept = len(submissions) - len(self.pending)
         self.retries: dict[str, int] = {}
         self.replacements = 0
         self.selector = selectors.DefaultSelector()
-        self.slots = [self._start_slot(i) for i in range(max(1, min(workers, len(self.pending))))]
+        self.slots = [self._start_slot(i) for i in range(min(workers, len(self.pending)))]
         self.bar = _progress(len(self.pending), enabled=progress)
+
+    def _keep(self, student: str, data: dict) -> None:
+        self.results[student] = data
+        if not self.grade_cells:
+            self.grade_cells = {g: float(v["max_score"]) for g, v in data["extra_data"]["grade_cells"].items()}
+        self.rows.append(BatchRow(student, data["score"], data["max_score"], data["extra_data"]["status"],
+                                  float(data.get("execution_time", 0.0)), kept=True))
+
+    def _write(self, student: str, text: str) -> None:
+        try:
+            self.store.write(student, text)
+        except OSError as exc:
+            raise BatchError(_write_failure(exc, self.store.out_dir, len(self.store.written))) from None
 
     def _start_slot(self, index: int) -> _Slot:
         slot = _Slot(index, self.config)
@@ -178,7 +222,7 @@ class _Batch:
             self.grade_cells = message["grade_cells"]
             self.isolation = message.get("isolation", {})
         elif event == "done":
-            self.store.write(message["student"], message["text"])
+            self._write(message["student"], message["text"])
             self.results[message["student"]] = json.loads(message["text"])
             self.rows.append(BatchRow(message["student"], message["score"], message["max_score"],
                                       message["status"], message["seconds"], message["restarts"],
@@ -186,7 +230,8 @@ class _Batch:
             slot.current = None
             self.bar.update(1)
         if slot.ready and slot.current is None and self.pending:
-            slot.assign(self.pending.pop(0))
+            submission = self.pending.pop(0)
+            slot.assign(submission, self.fingerprints[submission.student])
 
     def _replace(self, slot: _Slot) -> None:
         """A slot died: start another, and retry its submission once (then record a grader error)."""
@@ -208,7 +253,7 @@ class _Batch:
             return
         text = crash_result(student=lost.student, assignment=self.assignment, source=str(lost.path or ""),
                             grade_cells=self.grade_cells, detail="the grading process died twice on this submission")
-        self.store.write(lost.student, text)
+        self._write(lost.student, text)
         self.rows.append(BatchRow(lost.student, 0.0, sum(self.grade_cells.values()), "error", 0.0))
         self.bar.update(1)
 
@@ -238,6 +283,8 @@ def format_summary(report: BatchReport) -> str:
             notes.append(f"{r.cell_errors} cell error{'s' * (r.cell_errors != 1)}")
         if r.restarts:
             notes.append(f"{r.restarts} worker restart{'s' * (r.restarts != 1)}")
+        if r.kept:
+            notes.append("kept from an earlier run")
         lines.append(f"{r.student:<{width}}  {r.score:>6g} / {r.max_score:<4g}  {r.status:<8}  "
                      f"{r.seconds:>6.1f}s  {', '.join(notes)}")
     scores = [r.score for r in report.rows]
@@ -245,6 +292,8 @@ def format_summary(report: BatchReport) -> str:
     lines.append(f"{len(report.rows)} submissions in {report.seconds:.1f}s; score mean {statistics.mean(scores):.2f}, "
                  f"median {statistics.median(scores):g}, max {max(scores):g} of {report.rows[0].max_score:g}")
     lines.append(f"results: {report.out_dir}/<student>.json; gradebook: {report.gradebook}")
+    if report.kept:
+        lines.append(f"{report.kept} submission(s) already graded by an earlier run were kept (--force regrades)")
     if report.isolation:
         missing = report.isolation.get("missing") or []
         lines.append(f"sandbox ({report.isolation.get('mode')}): "

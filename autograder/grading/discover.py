@@ -1,9 +1,12 @@
 """From the paths a TA passes to the list of submissions to grade, one per student.
 
 A path is a notebook, a folder of notebooks (one student per notebook, named by
-the file), or an nbgrader `submitted/` tree (`<student>/<assignment>/*.ipynb`,
-named by the folder). A student folder without a usable notebook still yields a
-submission, with the problem stated, so that student gets a result too.
+the file), a folder of student folders (as an LMS export unpacks; named by the
+folder, notebook found at any depth), or an nbgrader `submitted/` tree
+(`<student>/<assignment>/*.ipynb`, named by the folder). Class `.zip` archives are
+unpacked first (`archive.unpacked`). A student without a usable notebook (a `.py`,
+a nested `.zip`, an empty folder, several notebooks) still yields a submission with
+the problem stated, so that student gets a result too.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ def discover(paths: list[Path], *, assignment: str, notebook_name: str) -> list[
     found: list[Submission] = []
     for path in paths:
         if path.is_file():
-            found.append(Submission(student_id(path.stem), path))
+            found.append(_from_file(path))
         elif path.is_dir():
             found += _from_directory(path, assignment=assignment, notebook_name=notebook_name)
         else:
@@ -52,24 +55,52 @@ def discover(paths: list[Path], *, assignment: str, notebook_name: str) -> list[
     return sorted(found, key=lambda s: s.student)
 
 
+#: Files in a folder of submissions that are taken as some student's (wrong) submission.
+WRONG_KINDS = {".py": "un script de Python (.py)", ".zip": "un archivo comprimido (.zip)",
+               ".html": "una página HTML", ".pdf": "un PDF", ".txt": "un archivo de texto"}
+
+
+def _from_file(path: Path) -> Submission:
+    sid = student_id(path.stem)
+    if path.suffix.lower() == ".ipynb":
+        return Submission(sid, path)
+    kind = WRONG_KINDS.get(path.suffix.lower(), f"un archivo `{path.suffix or 'sin extensión'}`")
+    return Submission(sid, None, problem=f"Entregaste {kind} en lugar del notebook de Jupyter (.ipynb). "
+                                         "Descárgalo desde Jupyter (File → Download) y entrégalo tal cual.")
+
+
+def _visible(path: Path) -> bool:
+    return not path.name.startswith((".", "__MACOSX"))
+
+
 def _from_directory(directory: Path, *, assignment: str, notebook_name: str) -> list[Submission]:
-    tree = [d for d in sorted(directory.iterdir()) if d.is_dir() and (d / assignment).is_dir()]
+    entries = [p for p in sorted(directory.iterdir()) if _visible(p)]
+    tree = [d for d in entries if d.is_dir() and (d / assignment).is_dir()]
     if tree:
         return [_pick(d.name, d / assignment, notebook_name) for d in tree]
-    return [Submission(student_id(p.stem), p) for p in sorted(directory.glob("*.ipynb")) if not p.name.startswith(".")]
+    files = [p for p in entries if p.is_file() and (p.suffix.lower() == ".ipynb" or p.suffix.lower() in WRONG_KINDS)]
+    if any(p.suffix.lower() == ".ipynb" for p in files):
+        return [_from_file(p) for p in files]
+    folders = [d for d in entries if d.is_dir()]
+    return [_pick(d.name, d, notebook_name) for d in folders] + [_from_file(p) for p in files]
 
 
 def _pick(student: str, folder: Path, notebook_name: str) -> Submission:
-    """The student's notebook in an nbgrader tree: the released name, else the only one."""
+    """The student's notebook in their folder (at any depth): the released name, else the only one."""
     sid = student_id(student)
-    if (folder / notebook_name).is_file():
-        return Submission(sid, folder / notebook_name)
-    notebooks = sorted(p for p in folder.glob("*.ipynb") if not p.name.startswith("."))
+    notebooks = sorted(p for p in folder.rglob("*.ipynb")
+                       if p.is_file() and all(_visible(Path(part)) for part in p.relative_to(folder).parts))
+    named = [p for p in notebooks if p.name == notebook_name]
+    if len(named) == 1:
+        return Submission(sid, named[0])
     if len(notebooks) == 1:
         return Submission(sid, notebooks[0])
     if not notebooks:
-        return Submission(sid, None, problem=f"La entrega no contiene ningún notebook (se esperaba `{notebook_name}`).")
-    names = ", ".join(p.name for p in notebooks)
+        others = sorted(p.name for p in folder.rglob("*") if p.is_file())[:5]
+        seen = f" (contiene: {', '.join(others)})" if others else ""
+        return Submission(sid, None, problem=f"La entrega no contiene ningún notebook{seen}; "
+                                             f"se esperaba `{notebook_name}`.")
+    names = ", ".join(str(p.relative_to(folder)) for p in notebooks[:10])
     return Submission(sid, None, problem=(
-        f"La entrega contiene varios notebooks ({names}) y ninguno se llama `{notebook_name}`; "
+        f"La entrega contiene varios notebooks ({names}) y no uno solo llamado `{notebook_name}`; "
         "no sabemos cuál corregir. Entrega solo el notebook de la tarea."))

@@ -18,7 +18,7 @@ class Limits:
     memory_mb: int = 4096
     output_bytes: int = 64 * 1024
     message_bytes: int = 256 * 2**20
-    notebook_bytes: int = 20 * 2**20
+    notebook_bytes: int = 100 * 2**20  # outputs included; only code cells are kept
     file_bytes: int = 256 * 2**20
     scratch_mb: int = 512  # the sandbox's private /tmp and /dev/shm, each
     processes: int = 64

@@ -40,6 +40,7 @@ class SubmissionResult:
     seed: int | None = None
     seconds: float = 0.0
     ta_detail: str = ""
+    fingerprint: str = ""  # what was graded, with what (see store.fingerprint); a re-run skips a match
 
     @property
     def score(self) -> float:
@@ -68,6 +69,7 @@ class SubmissionResult:
                 "student": self.student,
                 "assignment": self.assignment,
                 "source": self.source,
+                "fingerprint": self.fingerprint,
                 "status": self.status,
                 "grade_cells": self.grade_cells(),
                 "cells": [asdict(c) for c in self.cells],

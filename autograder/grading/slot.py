@@ -53,6 +53,7 @@ def main() -> None:
             job = json.loads(line)
             submission = Submission(job["student"], Path(job["path"]) if job["path"] else None, job["problem"])
             result = grader.grade(submission)
+            result.fingerprint = job["fingerprint"]
             send({"event": "done", "student": result.student, "text": dump(result), "score": result.score,
                   "max_score": result.max_score, "status": result.status, "seconds": round(result.seconds, 3),
                   "restarts": result.restarts, "cell_errors": sum(c.status != "ok" for c in result.cells)})

@@ -7,6 +7,7 @@ them again at the end of the batch, restoring any file that changed meanwhile.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -45,6 +46,24 @@ def result_path(out_dir: Path, student: str) -> Path:
     return out_dir / f"{student}.json"
 
 
+def grading_digest(files: list[Path], *, public_only: bool) -> str:
+    """What the verdicts depend on besides the submission: the checks, the release, the grader, the scope."""
+    digest = hashlib.sha256(f"{__version__}\0{public_only}\0".encode())
+    for path in files:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def fingerprint(path: Path | None, problem: str | None, *, grading: str) -> str:
+    """A submission's content (or its stated problem) together with the grading digest."""
+    digest = hashlib.sha256(grading.encode() + b"\0")
+    try:
+        digest.update(path.read_bytes() if path else (problem or "").encode())
+    except OSError as exc:
+        digest.update(f"unreadable: {exc.strerror}".encode())
+    return digest.hexdigest()
+
+
 class ResultStore:
     """Writes results and remembers them, to detect and undo tampering."""
 
@@ -52,6 +71,21 @@ class ResultStore:
         self.out_dir = out_dir
         self.written: dict[str, str] = {}
         out_dir.mkdir(parents=True, exist_ok=True)
+        for leftover in out_dir.glob(".*.tmp"):  # a write cut short by a kill: never a result
+            leftover.unlink(missing_ok=True)
+
+    def finished(self, student: str, fingerprint: str) -> dict | None:
+        """The stored result of `student` if it graded this very fingerprint (not a grader error)."""
+        try:
+            data = json.loads(result_path(self.out_dir, student).read_text(encoding="utf-8"))
+            extra = data["extra_data"]
+            if (extra["student"] == student and extra.get("fingerprint") == fingerprint
+                    and extra["status"] in ("graded", "invalid") and isinstance(extra["grade_cells"], dict)
+                    and all(isinstance(data[k], (int, float)) for k in ("score", "max_score"))):
+                return data
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        return None
 
     def write(self, student: str, text: str) -> Path:
         path = result_path(self.out_dir, student)
