@@ -178,6 +178,16 @@ class Dispatcher:
     def _repr(self, obj: object) -> str:
         return repr(obj)[:MAX_MESSAGE_CHARS]
 
+    def _driver(self, name: str, args: list, kwargs: dict) -> object:
+        """Run one of the engine's `drivers.DRIVERS` (training loops, autograd) on the student's objects."""
+        from .drivers import DRIVERS
+
+        if type(name) is not str or name not in DRIVERS:
+            raise _BadRequest(f"unknown driver {name!r}")
+        if type(args) is not list or type(kwargs) is not dict or not all(type(k) is str for k in kwargs):
+            raise _BadRequest("bad driver arguments")
+        return DRIVERS[name](*args, **kwargs)
+
 
 def _name(name: object) -> str:
     if type(name) is not str or not name.isidentifier():
@@ -189,5 +199,5 @@ _OPERATIONS: dict[str, Callable] = {
     "lookup": Dispatcher._lookup, "getattr": Dispatcher._getattr, "setattr": Dispatcher._setattr,
     "call": Dispatcher._call, "call_each": Dispatcher._call_each, "binop": Dispatcher._binop, "unop": Dispatcher._unop,
     "getitem": Dispatcher._getitem, "setitem": Dispatcher._setitem, "len": Dispatcher._len,
-    "items": Dispatcher._items, "repr": Dispatcher._repr,
+    "items": Dispatcher._items, "repr": Dispatcher._repr, "driver": Dispatcher._driver,
 }

@@ -7,6 +7,11 @@ public checks, so hidden inputs never reach feedback.
 
 from __future__ import annotations
 
+import builtins
+
+BUILTIN_EXCEPTIONS = frozenset(
+    name for name, value in vars(builtins).items() if isinstance(value, type) and issubclass(value, BaseException))
+
 
 class CheckFailure(AssertionError):
     """A check did not pass because of what the submission did."""
@@ -34,10 +39,13 @@ class StudentError(CheckFailure):
             summary = f"`{label}` todavía no está implementada (lanza `NotImplementedError`)."
             detail = None
         else:
-            summary = f"`{label}` lanzó una excepción `{type_name}`."
-            detail = f"Mensaje: {message}" if message else None
-            if traceback:
-                detail = (detail + "\n" if detail else "") + f"Dónde ocurrió:\n{traceback}"
+            # The summary is shown for hidden checks too, so it names only built-in exception types:
+            # a class name of the student's own could carry a hidden input out.
+            shown = f" `{type_name}`" if type_name in BUILTIN_EXCEPTIONS else ""
+            summary = f"`{label}` lanzó una excepción{shown}."
+            parts = [] if shown else [f"Excepción: `{type_name}`"]
+            parts += [f"Mensaje: {message}"] * bool(message) + [f"Dónde ocurrió:\n{traceback}"] * bool(traceback)
+            detail = "\n".join(parts) or None
         super().__init__(summary, detail=detail)
 
 

@@ -139,7 +139,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         (keep if wanted else drop).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
-        items[:] = keep
+    # Every public check runs before any hidden one: a hidden input the submission stashes can then
+    # never come back through a public check's detailed message.
+    items[:] = sorted(keep, key=lambda item: item.get_closest_marker("hidden") is not None)
 
 
 @pytest.fixture

@@ -203,6 +203,16 @@ def call_each(fn: RemoteRef, calls: list[tuple]) -> list:
     return fn._request("call_each", [fn, [list(args) for args in calls]], fn._label)
 
 
+def drive(target: StudentNamespace | RemoteRef, name: str, *args: Any, label: str, **kwargs: Any) -> Any:
+    """Run the engine's driver `name` (see `autograder.drivers`) next to the student's code.
+
+    `target` is the `student` namespace or any ref of the same submission; `label` names
+    the step in messages (Spanish, e.g. "entrenar tu `LeNet`"). The result is untrusted data.
+    """
+    client = target._client
+    return _labelled(client.request("driver", [name, list(args), kwargs], label=label), label)
+
+
 def _show(value: Any) -> str:
     return value._label if isinstance(value, RemoteRef) else repr(value)
 

@@ -9,11 +9,11 @@ from .compare import (
     relative_error,
     tolerance,
 )
-from .data import randint, randn, size, spiral
+from .data import GLYPH_CLASSES, glyphs, randint, randn, size, spiral
 from .timing import SpeedBudget, SpeedReport, compare_speed
 
 __all__ = [
-    "SpeedBudget", "SpeedReport", "compare_speed", "describe", "expect_close", "expect_number",
-    "expect_sequence", "expect_tensor", "randint", "randn", "relative_error", "size", "spiral",
+    "GLYPH_CLASSES", "SpeedBudget", "SpeedReport", "compare_speed", "describe", "expect_close", "expect_number",
+    "expect_sequence", "expect_tensor", "glyphs", "randint", "randn", "relative_error", "size", "spiral",
     "tolerance",
 ]
