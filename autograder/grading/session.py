@@ -141,7 +141,7 @@ class SubmissionSession:
                     # Replaces any record of this cell: its reported "end" may have been forged.
                     self.records[latest.index] = CellRecord(
                         latest.index, status, time.monotonic() - started, latest.preview,
-                        error={"type": status, "message": exc.summary, "traceback": ""})
+                        error={"type": status, "message": exc.render(reveal=True), "traceback": ""})  # cells run before any check: nothing hidden to leak
                 raise
             kind = event.get("event")
             if kind == "start" and current is None:
