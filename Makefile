@@ -16,9 +16,10 @@ $(STAMP): pyproject.toml
 build: $(STAMP)
 	$(BIN)/autograder build
 
-## demo: build, then grade the bundled Unit 1 examples and print the class summary
+## demo: build, then grade the bundled Unit 1 and Unit 2 examples and print the class summaries
 demo: build
 	$(BIN)/autograder grade u1_backprop examples/u1_backprop --out autograded/demo-u1_backprop --workers 2 --call-seconds 3
+	$(BIN)/autograder grade u2_cnn examples/u2_cnn --out autograded/demo-u2_cnn --workers 2 --call-seconds 3
 
 ## test: the whole suite (engine, build, course, attacks, student self-check)
 test: $(STAMP)
@@ -32,9 +33,10 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/grading_throughput.py
 
-## calibrate: timing-check ratios of the Unit 1 solution over repeated runs
+## calibrate: timing-check ratios of the Unit 1 and Unit 2 solutions over repeated runs
 calibrate: $(STAMP)
 	$(BIN)/autograder calibrate u1_backprop --runs 10
+	$(BIN)/autograder calibrate u2_cnn --runs 10
 
 clean:
 	rm -rf $(VENV) autograded gradebook.db .pytest_cache

@@ -14,7 +14,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from autograder.checklib import describe, expect_close, expect_number, expect_sequence, expect_tensor, glyphs, randn, size
+from autograder.checklib import (
+    describe, expect_close, expect_number, expect_sequence, expect_tensor, glyphs, randn, size,
+)
 from autograder.errors import CheckFailure
 from autograder.remote import RemoteRef, drive
 
@@ -30,11 +32,15 @@ CONV_GRADIENT_HINTS = {
 }
 
 
-def random_conv_shape(rng: torch.Generator) -> dict:
-    """N, C, F, kernel, stride, padding and an input at least as large as the kernel (odd sizes included)."""
-    KH, KW = size(rng, 1, 4), size(rng, 1, 4)
-    return {"N": size(rng, 1, 3), "C": size(rng, 1, 3), "F": size(rng, 1, 4), "KH": KH, "KW": KW,
-            "H": size(rng, KH, 9), "W": size(rng, KW, 9), "stride": size(rng, 1, 3), "padding": size(rng, 0, 2)}
+#: (stride, padding) of the public random cases: every run covers no padding, padding and strides above 1.
+CONV_SETTINGS = [(1, 0), (1, 1), (2, 1), (3, 2)]
+
+
+def random_conv_shape(rng: torch.Generator, stride: int, padding: int) -> dict:
+    """N of 2 or 3, C, F, a kernel of 2 to 4 per side and an input at least as large (odd sizes included)."""
+    KH, KW = size(rng, 2, 4), size(rng, 2, 4)
+    return {"N": size(rng, 2, 3), "C": size(rng, 1, 3), "F": size(rng, 1, 4), "KH": KH, "KW": KW,
+            "H": size(rng, KH, 9), "W": size(rng, KW, 9), "stride": stride, "padding": padding}
 
 
 def conv_inputs(rng: torch.Generator, device: str, shape: dict, *, bias: bool = True) -> tuple:
@@ -42,11 +48,6 @@ def conv_inputs(rng: torch.Generator, device: str, shape: dict, *, bias: bool = 
     w = randn(rng, shape["F"], shape["C"], shape["KH"], shape["KW"], device=device)
     b = randn(rng, shape["F"], device=device) if bias else None
     return x, w, b
-
-
-def describe_conv(shape: dict, bias: bool) -> str:
-    return (f"x {(shape['N'], shape['C'], shape['H'], shape['W'])}, w {(shape['F'], shape['C'], shape['KH'], shape['KW'])}, "
-            f"stride={shape['stride']}, padding={shape['padding']}, b {'presente' if bias else 'None'}")
 
 
 def conv_forward_case(student, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, *, stride: int,
@@ -71,10 +72,6 @@ def conv_backward_case(student, x: torch.Tensor, w: torch.Tensor, b: torch.Tenso
                 raise CheckFailure("Cuando `b` es `None`, `conv2d_backward` debe devolver `db = None`.")
             continue
         expect_close(value, leaves[name].grad, name=name, hint=CONV_GRADIENT_HINTS[name])
-
-
-def conv_output_size(n: int, k: int, stride: int, padding: int) -> int:
-    return (n + 2 * padding - k) // stride + 1
 
 
 # --------------------------------------------------------------------------- max pooling
@@ -106,7 +103,8 @@ BN_HINTS = {
            "de cada canal; en evaluación, con las estadísticas móviles.",
     "running_mean": "PyTorch actualiza $\\hat\\mu \\leftarrow (1 - \\text{momentum})\\,\\hat\\mu + "
                     "\\text{momentum}\\,\\mu_{\\mathcal{B}}$ (el `momentum` pesa el valor **nuevo**).",
-    "running_var": "la varianza móvil usa la varianza **insesgada** del lote, $\\frac{m}{m-1}\\sigma^2_{\\mathcal{B}}$, "
+    "running_var": "la varianza móvil usa la varianza **insesgada** del lote, "
+                   "$\\frac{m}{m-1}\\sigma^2_{\\mathcal{B}}$, "
                    "con el mismo `momentum` que la media.",
 }
 
@@ -205,12 +203,12 @@ def residual_parameter_shapes(c_in: int, c_out: int, use_1x1conv: bool) -> dict[
 
 def build_residual(student, c_in: int, c_out: int, use_1x1conv: bool, stride: int, device: str) -> tuple:
     """The student's block in float64 on `device`, with its state checked against d2l's names and shapes."""
-    what = f"`Residual({c_in}, {c_out}, use_1x1conv={use_1x1conv}, stride={stride})`"
+    what = f"Residual({c_in}, {c_out}, use_1x1conv={use_1x1conv}, stride={stride})"
     block = expect_module(student.Residual(c_in, c_out, use_1x1conv=use_1x1conv, stride=stride), name=what)
     block.double()
     block.to(device)
-    state = read_state(student, block, what=what)
-    expect_parameter_shapes(state, residual_parameter_shapes(c_in, c_out, use_1x1conv), what=what)
+    state = read_state(student, block, what=f"`{what}`")
+    expect_parameter_shapes(state, residual_parameter_shapes(c_in, c_out, use_1x1conv), what=f"`{what}`")
     return block, state, what
 
 

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from autograder.checklib import expect_close, expect_tensor, glyphs, randn, size
+from autograder.checklib import expect_close, expect_tensor, glyphs, randn
 from autograder.checks.u2_cnn.common import (
     LENET_SHAPES, bce, bn_backward_case, bn_forward_case, bn_parameters, build_residual, conv_backward_case,
     conv_forward_case, conv_inputs, expect_accuracy, expect_module, expect_only_head_trains, expect_scalar_loss,
@@ -176,7 +176,7 @@ def test_residual_matches_reference_in_train_mode(student, device, rng):
     for c_in, c_out, use_1x1conv, stride in RESIDUAL_CONFIGS:
         block, _, what = build_residual(student, c_in, c_out, use_1x1conv, stride, device)
         reference = random_reference(rng, c_in, c_out, use_1x1conv, stride, device)
-        load_state(student, block, reference.state_dict(), what=what)
+        load_state(student, block, reference.state_dict(), what=f"`{what}`")
         block.train()
         x = randn(rng, 3, c_in, 7, 5, device=device)
         x_leaf = x.clone().requires_grad_()
@@ -184,13 +184,14 @@ def test_residual_matches_reference_in_train_mode(student, device, rng):
         dout = randn(rng, *expected.shape, device=device)
         expected.backward(dout)
         result = drive(student, "forward_backward", block, x, dout, label=f"{what}(x).backward(dout)")
-        if not isinstance(result, dict) or set(result) != {"out", "dx", "grads"} or not isinstance(result["grads"], dict):
-            raise CheckFailure(f"No se pudieron leer la salida y los gradientes de {what}.")
+        if not isinstance(result, dict) or set(result) != {"out", "dx", "grads"} \
+                or not isinstance(result["grads"], dict):
+            raise CheckFailure(f"No se pudieron leer la salida y los gradientes de `{what}`.")
         expect_close(result["out"], expected, name=f"{what}(x)", hint=RESIDUAL_HINT)
         expect_close(result["dx"], x_leaf.grad, name="dL/dx")
         for name, p in reference.named_parameters():
             expect_close(result["grads"].get(name), p.grad, name=f"dL/d{name}")
-        buffers = read_state(student, block, what=what)["buffers"]
+        buffers = read_state(student, block, what=f"`{what}`")["buffers"]
         for name, t in reference.named_buffers():
             if t.is_floating_point():
                 expect_close(buffers.get(name), t, name=name, hint="usa `nn.BatchNorm2d` para bn1 y bn2.")
@@ -203,7 +204,7 @@ def test_residual_matches_reference_in_eval_mode(student, device, rng):
     for c_in, c_out, use_1x1conv, stride in RESIDUAL_CONFIGS:
         block, _, what = build_residual(student, c_in, c_out, use_1x1conv, stride, device)
         reference = random_reference(rng, c_in, c_out, use_1x1conv, stride, device).eval()
-        load_state(student, block, reference.state_dict(), what=what)
+        load_state(student, block, reference.state_dict(), what=f"`{what}`")
         block.eval()
         for N in (1, 3):
             x = randn(rng, N, c_in, 6, 6, device=device)

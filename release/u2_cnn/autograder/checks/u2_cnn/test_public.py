@@ -6,8 +6,8 @@ import torch.nn.functional as F
 
 from autograder.checklib import compare_speed, expect_close, expect_tensor, glyphs, randn, size
 from autograder.checks.u2_cnn.common import (
-    LENET_PARAMETERS, LENET_SHAPES, bce, bn_backward_case, bn_forward_case, bn_parameters, build_residual,
-    conv_backward_case, conv_forward_case, conv_inputs, expect_accuracy, expect_backbone_unchanged,
+    CONV_SETTINGS, LENET_PARAMETERS, LENET_SHAPES, bce, bn_backward_case, bn_forward_case, bn_parameters,
+    build_residual, conv_backward_case, conv_forward_case, conv_inputs, expect_accuracy, expect_backbone_unchanged,
     expect_module, expect_only_head_trains, expect_scalar_loss, lenet_parameters, load_state, pool_backward_case,
     pool_forward_case, prepare, pretrained_resnet, random_conv_shape, read_state, train_lenet,
 )
@@ -19,8 +19,8 @@ from autograder.remote import drive
 @pytest.mark.points(2)
 def test_conv2d_forward_matches_torch(student, device, rng):
     """¿`conv2d_forward` coincide con `F.conv2d` para formas, pasos y rellenos al azar?"""
-    for _ in range(4):
-        shape = random_conv_shape(rng)
+    for stride, padding in CONV_SETTINGS:
+        shape = random_conv_shape(rng, stride, padding)
         x, w, b = conv_inputs(rng, device, shape)
         conv_forward_case(student, x, w, b, stride=shape["stride"], padding=shape["padding"])
 
@@ -47,8 +47,8 @@ def test_conv2d_forward_is_vectorised(student, device, rng, speed_budget):
 @pytest.mark.points(3)
 def test_conv2d_backward_matches_autograd(student, device, rng):
     """¿`conv2d_backward` da los gradientes de autograd sobre `F.conv2d`, con pasos y rellenos al azar?"""
-    for _ in range(4):
-        shape = random_conv_shape(rng)
+    for stride, padding in CONV_SETTINGS:
+        shape = random_conv_shape(rng, stride, padding)
         x, w, b = conv_inputs(rng, device, shape)
         out = F.conv2d(x, w, b, stride=shape["stride"], padding=shape["padding"])
         conv_backward_case(student, x, w, b, randn(rng, *out.shape, device=device), stride=shape["stride"],
@@ -172,7 +172,7 @@ def test_residual_adds_the_shortcut_before_the_relu(student, device, rng):
         block, state, what = build_residual(student, c_in, c_out, use_1x1conv, stride, device)
         weights = {name: randn(rng, *t.shape, device=device) for name, t in state["parameters"].items()}
         weights["bn2.weight"] = torch.zeros(c_out, dtype=torch.float64, device=device)
-        load_state(student, block, weights | state["buffers"], what=what)
+        load_state(student, block, weights | state["buffers"], what=f"`{what}`")
         x = randn(rng, 3, c_in, 6, 5, device=device)
         shortcut = F.conv2d(x, weights["conv3.weight"], weights["conv3.bias"], stride=stride) if use_1x1conv else x
         expected = torch.relu(shortcut + weights["bn2.bias"].view(1, -1, 1, 1))
@@ -216,7 +216,7 @@ def test_fine_tuning_moves_only_the_head(student, device, rng):
 @pytest.mark.grade_id("gan")
 @pytest.mark.points(1)
 def test_discriminator_loss_matches_bce(student, device, rng):
-    """¿`discriminator_loss` es $\\mathrm{BCE}(\\text{reales}, 1) + \\mathrm{BCE}(\\text{falsos}, 0)$, cada una promediada?"""
+    """¿`discriminator_loss` es $\\mathrm{BCE}(\\text{reales}, 1) + \\mathrm{BCE}(\\text{falsos}, 0)$ (medias)?"""
     real, fake = randn(rng, size(rng, 2, 8), 1, device=device, scale=3.0), randn(rng, size(rng, 2, 8), 1,
                                                                                    device=device, scale=3.0)
     expect_scalar_loss(student.discriminator_loss(real, fake), bce(real, 1.0) + bce(fake, 0.0),
