@@ -5,8 +5,10 @@ import json
 import shutil
 from dataclasses import dataclass, field
 
+import nbformat
 import pytest
 import torch
+from nbclient import NotebookClient
 
 from conftest import REPO, copy_course, failing_checks, grade, with_cells, write
 
@@ -270,3 +272,23 @@ def test_the_bundled_examples_score_as_documented(results):
     """Do the examples that `make demo` grades get the scores README states?"""
     expected = json.loads((REPO / "examples" / "u2_cnn" / "expected.json").read_text())
     assert {name: results[f"example_{name}"]["score"] for name in expected} == expected
+
+
+def test_the_solution_passes_its_public_checks_in_a_kernel_with_only_the_released_files(tmp_path):
+    """Run as a student would (a Jupyter kernel in the downloaded folder), do all public checks pass, the
+    fine-tuning ones finding the checkpoint next to the notebook through the vendored runtime?"""
+    workdir = tmp_path / "student"
+    shutil.copytree(REPO / "solutions" / "u2_cnn", workdir, ignore=shutil.ignore_patterns("__pycache__"))
+    nb = nbformat.read(workdir / "u2_cnn.ipynb", as_version=4)
+    nb.cells.insert(0, nbformat.v4.new_code_cell("import autograder\nprint(autograder.__file__)"))
+    NotebookClient(nb, timeout=300, kernel_name="python3", allow_errors=True,
+                   resources={"metadata": {"path": str(workdir)}}).execute()
+    shown = ["".join(o.get("text", "") or o.get("data", {}).get("text/markdown", "") for o in cell.get("outputs", []))
+             for cell in nb.cells]
+    assert shown[0].startswith(str(workdir / "autograder"))
+    assert not [o for cell in nb.cells for o in cell.get("outputs", []) if o.output_type == "error"]
+    checks = [text for cell, text in zip(nb.cells, shown) if cell.metadata.get("nbgrader", {}).get("grade")]
+    assert len(checks) == 8
+    for text in checks:
+        assert "Comprobaciones públicas de" in text and "✘" not in text, text
+    assert any("solo la cabeza, preentrenada" in text for text in shown)

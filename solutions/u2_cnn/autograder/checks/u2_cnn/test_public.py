@@ -31,8 +31,8 @@ def test_conv2d_forward_matches_torch(student, device, rng):
 def test_conv2d_forward_is_vectorised(student, device, rng, speed_budget):
     """¿`conv2d_forward` es vectorizada (sin un bucle de Python sobre los píxeles de salida)?"""
 
-    def make_inputs():  # float32, as in training; 48x48 outputs make a per-pixel loop pay 2304 iterations
-        x = randn(rng, 4, 3, 48, 48, device=device, dtype=torch.float32)
+    def make_inputs():  # float32, as in training; a 96x96 output costs a per-pixel loop 9216 iterations
+        x = randn(rng, 1, 3, 96, 96, device=device, dtype=torch.float32)
         return x, randn(rng, 8, 3, 3, 3, device=device, dtype=torch.float32), randn(rng, 8, device=device,
                                                                                      dtype=torch.float32), 1, 1
 
