@@ -4,9 +4,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-fast build bench calibrate clean
+.PHONY: demo test test-fast build bench calibrate doctor clean
 
 $(STAMP): pyproject.toml
+	@# bubblewrap gives workers a minimal read-only view of the machine; without it the sandbox falls
+	@# back to unshare (see `autograder doctor`). Installed when we are root on a Debian-like system.
+	@command -v bwrap >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		{ apt-get install -y -qq bubblewrap >/dev/null 2>&1 || \
+		  { apt-get update -qq >/dev/null && apt-get install -y -qq bubblewrap >/dev/null; }; }; } || \
+		echo "note: bubblewrap is not installed; workers get the unshare fallback"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
@@ -37,6 +43,11 @@ bench: $(STAMP)
 calibrate: $(STAMP)
 	$(BIN)/autograder calibrate u1_backprop --runs 10
 	$(BIN)/autograder calibrate u2_cnn --runs 10
+
+## doctor: which sandbox layers this machine gives the workers, verified, and their start-up cost
+doctor: $(STAMP)
+	$(BIN)/autograder doctor
+	$(BIN)/python bench/worker_startup.py
 
 clean:
 	rm -rf $(VENV) autograded gradebook.db .pytest_cache

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import REPO, build, copy_course, run_cli
 
-COURSE_ASSIGNMENTS = ("u1_backprop",)
+COURSE_ASSIGNMENTS = ("u1_backprop", "u2_cnn")
 
 
 def tree(root: Path) -> dict[str, bytes]:
