@@ -54,7 +54,6 @@ class BatchReport:
     restored: list[str] = field(default_factory=list)
     results: dict[str, dict] = field(default_factory=dict)
     isolation: dict = field(default_factory=dict)
-    kept: int = 0  # finished in an earlier run of the same batch, not graded again
 
 
 class _Slot:
@@ -136,7 +135,7 @@ def grade_batch(*, course: Course, assignment: str, submissions: list[Submission
     except OSError as exc:
         raise BatchError(_write_failure(exc, out_dir, len(batch.rows))) from None
     return BatchReport(assignment, out_dir, sorted(batch.rows, key=lambda r: r.student), gradebook,
-                       time.monotonic() - started, restored, batch.results, batch.isolation, batch.kept)
+                       time.monotonic() - started, restored, batch.results, batch.isolation)
 
 
 def _write_failure(exc: OSError, out_dir: Path, done: int) -> str:
@@ -172,7 +171,6 @@ class _Batch:
                 self.pending.append(submission)
             else:
                 self._keep(submission.student, stored)
-        self.kept = len(submissions) - len(self.pending)
         self.retries: dict[str, int] = {}
         self.replacements = 0
         self.selector = selectors.DefaultSelector()
@@ -292,8 +290,9 @@ def format_summary(report: BatchReport) -> str:
     lines.append(f"{len(report.rows)} submissions in {report.seconds:.1f}s; score mean {statistics.mean(scores):.2f}, "
                  f"median {statistics.median(scores):g}, max {max(scores):g} of {report.rows[0].max_score:g}")
     lines.append(f"results: {report.out_dir}/<student>.json; gradebook: {report.gradebook}")
-    if report.kept:
-        lines.append(f"{report.kept} submission(s) already graded by an earlier run were kept (--force regrades)")
+    kept = sum(r.kept for r in report.rows)
+    if kept:
+        lines.append(f"{kept} submission(s) already graded by an earlier run were kept (--force regrades)")
     if report.isolation:
         missing = report.isolation.get("missing") or []
         lines.append(f"sandbox ({report.isolation.get('mode')}): "

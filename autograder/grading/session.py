@@ -138,10 +138,11 @@ class SubmissionSession:
                 if latest is not None:
                     self.skipped.add(latest.index)
                     status = "timeout" if worker.end == "timeout" else "crashed"
-                    # Replaces any record of this cell: its reported "end" may have been forged.
+                    # Replaces any record of this cell: its reported "end" may have been forged. The full
+                    # message (exit cause included) is safe: cells run before any check, so nothing hidden leaks.
                     self.records[latest.index] = CellRecord(
                         latest.index, status, time.monotonic() - started, latest.preview,
-                        error={"type": status, "message": exc.render(reveal=True), "traceback": ""})  # cells run before any check: nothing hidden to leak
+                        error={"type": status, "message": exc.render(reveal=True), "traceback": ""})
                 raise
             kind = event.get("event")
             if kind == "start" and current is None:

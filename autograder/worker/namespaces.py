@@ -43,13 +43,14 @@ def mount(source: str | None, target: str, fstype: str | None, flags: int, data:
         raise OSError(err, f"mount {target}: {os.strerror(err)}")
 
 
-def isolate_pids(keep_fds: tuple[int, ...]) -> str | None:
+def isolate_pids(child_fds: tuple[int, ...]) -> str | None:
     """Put this (just forked) process's child in a new PID and mount namespace.
 
     In that child, now PID 1 of the new namespace, returns "pid+proc" (or "pid" where
     a fresh /proc could not be mounted). This process stays behind as its parent: it
-    waits, mirrors how the child ended, and never returns. Returns None, changing
-    nothing, where namespaces are not permitted (no CAP_SYS_ADMIN).
+    closes `child_fds` (they are the child's), waits, mirrors how the child ended, and
+    never returns. Returns None, changing nothing, where namespaces are not permitted
+    (no CAP_SYS_ADMIN).
     """
     try:
         unshare(CLONE_NEWPID | CLONE_NEWNS)
@@ -63,7 +64,7 @@ def isolate_pids(keep_fds: tuple[int, ...]) -> str | None:
         except OSError:
             return "pid"
         return "pid+proc"
-    for fd in keep_fds:
+    for fd in child_fds:
         os.close(fd)
     _, status = os.waitpid(child, 0)
     if os.WIFSIGNALED(status):

@@ -53,10 +53,10 @@ def descendants(root: int) -> list[int]:
 
 
 class Zygote:
-    def __init__(self, control: socket.socket, *, isolate_pids: bool, private_tmp: bool) -> None:
+    def __init__(self, control: socket.socket, *, isolate_pids: bool, wipe_tmp: bool) -> None:
         self.control = control
         self.isolate_pids = isolate_pids
-        self.private_tmp = private_tmp
+        self.wipe_tmp = wipe_tmp
         self.statuses: dict[int, dict] = {}
         self.scratch: list[str] = []
         self.worker_uids: set[int] = set()
@@ -143,7 +143,7 @@ class Zygote:
                     owner = os.lstat(path).st_uid
                 except OSError:
                     continue
-                if (self.private_tmp and name not in ours) or (owner in self.worker_uids and owner != os.getuid()):
+                if (self.wipe_tmp and name not in ours) or (owner in self.worker_uids and owner != os.getuid()):
                     if os.path.isdir(path) and not os.path.islink(path):
                         shutil.rmtree(path, ignore_errors=True)
                     else:
@@ -229,7 +229,7 @@ def main() -> None:
     control.send(json.dumps({"ready": True, "pid": os.getpid(), "subreaper": subreaper,
                              "preloaded": loaded, "torch": torch.__version__,
                              "python": sys.version.split()[0], "masked": args.mask}).encode())
-    Zygote(control, isolate_pids=args.isolate_pids, private_tmp=args.wipe_tmp).serve()
+    Zygote(control, isolate_pids=args.isolate_pids, wipe_tmp=args.wipe_tmp).serve()
 
 
 if __name__ == "__main__":
