@@ -106,13 +106,18 @@ def plan(mode: str, *, hidden: list[str], tmp_bytes: int, cuda: bool,
         user = () if os.geteuid() == 0 else ("--map-root-user",)
         wrapper = (shutil.which("unshare"), *user, "--mount", "--net", "--pid", "--ipc", "--uts", "--fork",
                    "--kill-child", "--mount-proc", "--propagation", "private")
-        masks = mask_targets(hidden, needed=python_paths())
-        notes = ("bubblewrap is missing: the filesystem view hides the course, output and submissions "
-                 "instead of showing only the interpreter (install bubblewrap)",)
+        needed = python_paths()
+        masks = mask_targets(hidden, needed=needed)
+        notes = ["bubblewrap is missing: the filesystem view hides the course, output and submissions "
+                 "instead of showing only the interpreter (install bubblewrap)"]
+        if any(_inside(n, "/tmp") for n in needed):  # a fresh /tmp would hide the interpreter
+            tmp: tuple[str, ...] = ()
+            notes.append("the interpreter lives under /tmp, so /tmp stays shared (only the workers' files in it "
+                         "are removed)")
+        else:
+            tmp = ("--wipe-tmp", "--private-tmp", str(tmp_bytes))
         return Plan(mode, "unshare", wrapper,
-                    ("--isolate-pids", "--wipe-tmp", "--private-tmp", str(tmp_bytes),
-                     *(a for p in masks for a in ("--mask", p))),
-                    notes)
+                    ("--isolate-pids", *tmp, *(a for p in masks for a in ("--mask", p))), tuple(notes))
     return Plan(mode, None, notes=("neither bubblewrap nor unshare can create namespaces here",))
 
 
@@ -156,6 +161,9 @@ def bwrap_command(*, hidden: list[str], tmp_bytes: int, cuda: bool) -> list[str]
         args += ["--cap-add", "ALL"]  # the zygote needs them to make workers' namespaces and drop their uid
     else:
         args += ["--unshare-user"]
+    # The private /tmp first: an interpreter or course that lives under /tmp is bound over it below.
+    args += ["--proc", "/proc", "--dev", "/dev", "--size", str(tmp_bytes), "--tmpfs", "/tmp",
+             "--size", str(tmp_bytes), "--tmpfs", "/dev/shm"]
     for path in SYSTEM_DIRS:
         if os.path.islink(path):
             args += ["--symlink", os.readlink(path), path]
@@ -173,8 +181,6 @@ def bwrap_command(*, hidden: list[str], tmp_bytes: int, cuda: bool) -> list[str]
         if any(_inside(path, b) for b in bound) and os.path.exists(path):
             args += (["--tmpfs", path, "--remount-ro", path] if os.path.isdir(path)
                      else ["--ro-bind", "/dev/null", path])
-    args += ["--proc", "/proc", "--dev", "/dev", "--size", str(tmp_bytes), "--tmpfs", "/tmp",
-             "--size", str(tmp_bytes), "--tmpfs", "/dev/shm"]
     if cuda:
         args += [a for p in CUDA_PATHS for a in ("--ro-bind-try", p, p)]
         args += [a for d in sorted(os.listdir("/dev")) if d.startswith("nvidia")
