@@ -3,6 +3,7 @@
 Steps, each a function, run in this order by `build_assignment`:
 
 1. `validate_points`: every nbgrader grade cell is worth exactly the points of its checks;
+   `validate_rules`: the notebook's introduction states every by-hand rule the checks enforce;
 2. `run_nbgrader`: `generate_assignment` (solutions and hidden tests stripped) into
    release/, `generate_solution` (hidden tests stripped, nothing executed) into solutions/;
 3. `vendor_runtime`: copy what the student needs to run the public checks (the check
@@ -29,8 +30,9 @@ PACKAGE = Path(__file__).resolve().parent
 #: The runtime a student needs for `check(...)` in the notebook (import closure of selfcheck, checklib and drivers).
 RUNTIME_FILES = (
     "__init__.py", "errors.py", "wire.py", "dispatch.py", "remote.py", "plugin.py", "selfcheck.py", "drivers.py",
-    "checklib/__init__.py", "checklib/compare.py", "checklib/data.py", "checklib/models.py", "checklib/timing.py",
-    "checks/__init__.py",
+    "rules.py", "recorder.py", "sourcecheck.py",
+    "checklib/__init__.py", "checklib/compare.py", "checklib/data.py", "checklib/forbidden.py",
+    "checklib/models.py", "checklib/timing.py", "checks/__init__.py",
 )
 POINTS_FILE = "points.json"
 _SOLUTION = re.compile(r"^\s*#+\s*BEGIN SOLUTION.*?^\s*#+\s*END SOLUTION", re.S | re.M)
@@ -50,8 +52,9 @@ class BuildReport:
 
 def build_assignment(course: Course, assignment_id: str) -> BuildReport:
     assignment = course.assignment(assignment_id)
-    checks = collect_checks(assignment)
+    checks, rules = collect_checks(assignment)
     points = validate_points(assignment, checks)
+    validate_rules(assignment, rules)
     run_nbgrader(course, assignment_id)
     public = public_check_files(assignment, checks)
     for target in (course.release_dir(assignment_id), course.solutions_dir(assignment_id)):
@@ -60,13 +63,31 @@ def build_assignment(course: Course, assignment_id: str) -> BuildReport:
     return BuildReport(assignment_id, course.release_dir(assignment_id), course.solutions_dir(assignment_id), points)
 
 
-def collect_checks(assignment: Assignment) -> list:
+def collect_checks(assignment: Assignment) -> tuple[list, tuple]:
+    """The assignment's checks and its by-hand rules."""
     from .grading.checks import CheckSuite, SuiteError
 
+    suite = CheckSuite(assignment.check_files())
     try:
-        return CheckSuite(assignment.check_files()).collect()
+        return suite.collect(), suite.rules
     except SuiteError as exc:
         raise BuildError(str(exc)) from None
+
+
+def validate_rules(assignment: Assignment, rules: tuple) -> None:
+    """The notebook's introduction (its first Markdown cell) must state every by-hand rule the checks enforce:
+    each covered name in backticks and each forbidden label as the rule writes it."""
+    intro = next(iter(_cells(assignment.source_notebook, kind="markdown")), "")
+    missing = []
+    for rule in rules:
+        wanted = [f"`{name}`" for name in rule.names] + [f.label for f in rule.forbid]
+        absent = [text for text in wanted if text not in intro]
+        if absent:
+            missing.append(f"rule of grade cell {rule.grade_id!r}: {', '.join(absent)}")
+    if missing:
+        notebook = assignment.source_notebook.relative_to(assignment.course.root)
+        raise BuildError(f"the introduction of {notebook} does not state the by-hand rules its checks enforce:\n  "
+                         + "\n  ".join(missing))
 
 
 def validate_points(assignment: Assignment, checks: list) -> dict[str, dict[str, float]]:
@@ -143,13 +164,19 @@ def _copy(source: Path, destination: Path) -> None:
 
 
 def verify_release(assignment: Assignment, checks: list) -> None:
-    """No solution line of the source and no hidden check may appear anywhere in release/."""
+    """No solution line of the source and no hidden check may appear anywhere in release/.
+
+    A solution line the source also gives outside its solution regions (boilerplate such as
+    `def _backward():` in a worked example) is not a leak.
+    """
+    cells = _cells(assignment.source_notebook)
+    given = {line.strip() for cell in cells for line in _SOLUTION.sub("", cell).splitlines()}
     solution_lines = [
         line.strip()
-        for cell in _cells(assignment.source_notebook)
+        for cell in cells
         for region in _SOLUTION.findall(cell)
         for line in region.splitlines()[1:-1]
-        if len(line.strip()) > 8
+        if len(line.strip()) > 8 and line.strip() not in given
     ]
     hidden = [c.check for c in checks if c.hidden]
     for path in sorted(assignment.course.release_dir(assignment.id).rglob("*")):

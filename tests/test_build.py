@@ -40,9 +40,11 @@ def test_committed_release_and_solutions_match_source(tmp_path):
 def test_release_holds_no_solution_code_and_no_hidden_check(assignment):
     """Does no solution line and no hidden check (file or name) appear anywhere in the committed release?"""
     source = json.loads((REPO / "source" / assignment / f"{assignment}.ipynb").read_text())
-    solution_lines = [line.strip() for cell in source["cells"]
-                      for region in re.findall(r"BEGIN SOLUTION(.*?)END SOLUTION", "".join(cell["source"]), re.S)
-                      for line in region.splitlines()[1:-1] if len(line.strip()) > 8]
+    cells = ["".join(cell["source"]) for cell in source["cells"]]
+    solution = r"BEGIN SOLUTION(.*?)END SOLUTION"
+    given = {line.strip() for cell in cells for line in re.sub(solution, "", cell, flags=re.S).splitlines()}
+    solution_lines = [line.strip() for cell in cells for region in re.findall(solution, cell, re.S)
+                      for line in region.splitlines()[1:-1] if len(line.strip()) > 8 and line.strip() not in given]
     assert solution_lines
     release = REPO / "release" / assignment
     notebook = json.loads((release / f"{assignment}.ipynb").read_text())

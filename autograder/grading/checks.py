@@ -15,6 +15,7 @@ import pytest
 
 from ..plugin import CaseOutcome, CheckRun, check_metadata, run_args, title_of
 from ..remote import Client, StudentNamespace, Transport
+from ..rules import ByHand, RuleVerdict, RuleWatch
 
 
 class SuiteError(Exception):
@@ -49,18 +50,20 @@ class CheckSuite:
         self.rootdir = str(Path(files[0]).parent)
         self.public_only = public_only
         self.options = list(options)
+        self.rules: tuple[ByHand, ...] = ()  # known after collect()
 
     def _args(self, extra: list[str]) -> list[str]:
         flags = ["--ag-public-only"] if self.public_only else []
         return run_args(self.files, self.rootdir, extra=[*flags, *self.options, *extra])
 
     def collect(self) -> list[CheckInfo]:
-        """Import the checks and validate their markers; one entry per check function."""
+        """Import the checks and validate their markers and rules; one entry per check function."""
         collector = _Collector()
         run = CheckRun(lambda: None)
         code = pytest.main(self._args(["--collect-only"]), plugins=[collector, run])
         if run.errors or code not in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
             raise SuiteError("the checks could not be collected:\n" + "\n".join(run.errors or [f"exit code {code}"]))
+        self.rules = run.rules
         checks: dict[str, CheckInfo] = {}
         for item in collector.items:
             grade_id, points, _ = check_metadata(item)
@@ -74,11 +77,21 @@ class CheckSuite:
             )
         return list(checks.values())
 
-    def run(self, transport: Transport, *, extra: list[str] = ()) -> list[CaseOutcome]:
-        """Run every check against the submission behind `transport`."""
-        client = Client(transport)
-        run = CheckRun(lambda: StudentNamespace(client))
+    def run(self, transport: Transport, *, cells: list[tuple[str, str]], extra: list[str] = ()) -> SuiteRun:
+        """Run every check against the submission behind `transport`; `cells` ((label, Python) in
+        notebook order) are what the by-hand rules read."""
+        watch = RuleWatch(cells=cells)
+        client = Client(transport, watch=watch)
+        run = CheckRun(lambda: StudentNamespace(client), watch=watch)
         code = pytest.main(self._args(list(extra)), plugins=[run])
         if run.errors or code not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
             raise SuiteError("the check run failed:\n" + "\n".join(run.errors or [f"exit code {code}"]))
-        return run.outcomes
+        return SuiteRun(run.outcomes, run.verdicts)
+
+
+@dataclass(frozen=True)
+class SuiteRun:
+    """What one run of the checks found: a case per check and device, a verdict per by-hand rule."""
+
+    outcomes: list[CaseOutcome]
+    verdicts: list[RuleVerdict]

@@ -97,7 +97,7 @@ class Grader:
                 session.ensure_worker()
             except WorkerLost:
                 pass  # every check will say why; the cell records say where
-            outcomes = self.suite.run(session)
+            run = self.suite.run(session, cells=[(f"celda {c.index}", c.source) for c in cells])
         finally:
             session.close()
             result.cells = [session.records[i] for i in sorted(session.records)]
@@ -107,4 +107,5 @@ class Grader:
             result.layers = {**self.isolation.to_dict(), "worker": session.layers}
         if session.sandbox_failure:
             raise SandboxError(session.sandbox_failure)
-        result.scores = score_checks(self.checks, outcomes)
+        result.scores = score_checks(self.checks, run.outcomes, run.verdicts)
+        result.rules = run.verdicts

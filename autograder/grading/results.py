@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 
 from .. import __version__
 from ..plugin import NO_GPU
+from ..rules import RuleVerdict
 from .scoring import NOT_RUN, CheckScore, grade_cell_scores
 from .session import CellRecord
 
@@ -41,6 +42,7 @@ class SubmissionResult:
     seconds: float = 0.0
     ta_detail: str = ""
     fingerprint: str = ""  # what was graded, with what (see store.fingerprint); a re-run skips a match
+    rules: list[RuleVerdict] = field(default_factory=list)  # by-hand rules, one verdict each
 
     @property
     def score(self) -> float:
@@ -64,7 +66,7 @@ class SubmissionResult:
             "test_name_format": "md",
             "visibility": "visible",
             "stdout_visibility": "hidden",
-            "tests": [_test_entry(s) for s in self.scores],
+            "tests": self._tests(),
             "extra_data": {
                 "student": self.student,
                 "assignment": self.assignment,
@@ -72,6 +74,7 @@ class SubmissionResult:
                 "fingerprint": self.fingerprint,
                 "status": self.status,
                 "grade_cells": self.grade_cells(),
+                "rules": [v.to_dict() for v in self.rules],
                 "cells": [asdict(c) for c in self.cells],
                 "output": self.output,
                 "output_dropped_bytes": self.output_dropped,
@@ -83,6 +86,17 @@ class SubmissionResult:
                 "ta_detail": self.ta_detail,
             },
         }
+
+    def _tests(self) -> list[dict]:
+        """One entry per check; each by-hand rule goes just before the first check of its grade cell."""
+        rules: dict[str, list[RuleVerdict]] = {}
+        for verdict in self.rules:
+            rules.setdefault(verdict.rule.grade_id, []).append(verdict)
+        entries = []
+        for s in self.scores:
+            entries += [_rule_entry(v) for v in rules.pop(s.info.grade_id, [])]
+            entries.append(_test_entry(s))
+        return entries + [_rule_entry(v) for verdicts in rules.values() for v in verdicts]
 
     def summary(self) -> str:
         """The top-level feedback text (Spanish)."""
@@ -96,6 +110,10 @@ class SubmissionResult:
                 error = c.error or {}
                 where = f"celda {c.index}" + (f" (`{c.preview}`)" if c.preview else "")
                 lines.append(f"- {where}: {error.get('type', c.status)}: {error.get('message', '')}".rstrip(": "))
+        broken = [v for v in self.rules if v.violated]
+        if broken:
+            lines.append("\nPartes que valen 0 por no cumplir su regla «a mano»: "
+                         + ", ".join(f"«{v.rule.grade_id}»" for v in broken) + " (el detalle está en cada regla).")
         if any(case.message == NO_GPU for s in self.scores for case in s.cases):
             lines.append("\nLos casos en `cuda` se omitieron porque no hay GPU en la máquina de corrección; "
                          "los puntos de cada comprobación se reparten entre los casos que sí corrieron.")
@@ -114,6 +132,9 @@ def _test_entry(s: CheckScore) -> dict:
         message = case.message.splitlines() or [""]
         lines.append(f"- {case.device} {mark}" + (f": {message[0]}" if message[0] else ""))
         lines += [f"    {line}" for line in message[1:]]
+    if s.voided_by is not None:
+        lines.insert(0, f"Sin puntos: la parte «{info.grade_id}» no cumple su regla «a mano» "
+                        f"({s.voided_by.rule.title}).")
     return {
         "name": info.title,
         "score": s.score,
@@ -129,6 +150,21 @@ def _test_entry(s: CheckScore) -> dict:
             "cases": [{"device": c.device, "outcome": c.outcome, "seconds": round(c.seconds, 4),
                        "properties": c.properties, "ta_detail": c.ta_detail} for c in s.cases],
         },
+    }
+
+
+def _rule_entry(verdict: RuleVerdict) -> dict:
+    """A by-hand rule as a test of 0 points: its verdict is what voids (or not) its grade cell."""
+    return {
+        "name": verdict.rule.title,
+        "score": 0.0,
+        "max_score": 0.0,
+        "status": "failed" if verdict.violated else "passed",
+        "output": verdict.message() or "Se cumple.",
+        "visibility": "visible",
+        "tags": [verdict.rule.grade_id, "by_hand"],
+        "extra_data": {"check": f"by_hand:{verdict.rule.grade_id}", "grade_id": verdict.rule.grade_id, "hidden": False,
+                       "cases": [], "rule": verdict.to_dict()},
     }
 
 
