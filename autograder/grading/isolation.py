@@ -35,7 +35,7 @@ from pathlib import Path
 MODES = ("strict", "auto", "off")
 LAYERS = ("user", "filesystem", "network", "pid_namespace", "seccomp", "rlimits", "no_new_privs")
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc/ld.so.cache",
-               "/etc/alternatives", "/etc/localtime", "/sys/devices/system/cpu")
+               "/etc/alternatives", "/etc/localtime", "/etc/fonts", "/sys/devices/system/cpu")
 CUDA_PATHS = ("/sys", "/proc/driver/nvidia")
 PACKAGE = Path(__file__).resolve().parent.parent
 

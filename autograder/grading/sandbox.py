@@ -28,7 +28,7 @@ from .options import Limits
 
 #: Imported once by the zygote; torch._dynamo (1.8 s) is what the first `optimizer.step()` would import.
 PRELOAD = ("numpy,torch,torch.nn,torch.nn.functional,torch.optim,torch._dynamo,matplotlib,matplotlib.pyplot,"
-           "IPython.display")
+           "IPython.display,autograder.recorder")
 ZYGOTE_START_TIMEOUT = 120.0
 CONTROL_TIMEOUT = 30.0
 WORKER_UID_BASE = 61000

@@ -80,6 +80,27 @@ def fresh_namespace() -> tuple[dict, ShellStub]:
     return namespace, shell
 
 
+def skip_drawing() -> None:
+    """Figures are built while grading (a plotting cell's code still runs) but never drawn or shown.
+
+    The zygote preloaded pyplot with the non-interactive Agg backend, which renders only on
+    `savefig`; `show()` becomes a no-op instead of a warning, and `run_cell` closes every
+    figure after each cell so they do not pile up in memory.
+    """
+    pyplot = sys.modules.get("matplotlib.pyplot")
+    if pyplot is not None:
+        pyplot.show = lambda *args, **kwargs: None
+
+
+def close_figures() -> None:
+    pyplot = sys.modules.get("matplotlib.pyplot")
+    if pyplot is not None:
+        try:
+            pyplot.close("all")
+        except Exception:  # a student's figure subclass, or pyplot replaced by the cell
+            pass
+
+
 def run_cell(namespace: dict, shell: ShellStub, cell: dict) -> dict:
     """Execute one cell; a raised exception is recorded, never propagated."""
     index, source = cell["index"], cell["source"]
@@ -94,6 +115,7 @@ def run_cell(namespace: dict, shell: ShellStub, cell: dict) -> dict:
             error = describe_exception(exc)
             if isinstance(exc, SyntaxError):
                 error["traceback"] = f"  {filename}, línea {exc.lineno}\n    {(exc.text or '').rstrip()}"
+        close_figures()
     text, dropped = out.take()
     return {"index": index, "status": "error" if error else "ok", "error": error,
             "output": text, "output_dropped": dropped, "notes": shell.take_notes(),
@@ -153,6 +175,7 @@ def run_worker(spec: dict, *, rpc_fd: int, out_fd: int) -> None:
         import torch
 
         torch.manual_seed(0)
+        skip_drawing()
         namespace, shell = fresh_namespace()
         cuda = spec.get("cuda", False)
         dispatcher = Dispatcher(namespace, max_bytes=spec["max_message_bytes"],
