@@ -172,7 +172,7 @@ def test_pairwise_distances_edge_shapes(student, device, rng):
     cases = [(1, 5, 3), (6, 1, 2), (1, 1, 1), (4, 3, 1)]
     for N, M, d in cases:
         X, Y = randn(rng, N, d, device=device), randn(rng, M, d, device=device)
-        expect_close(student.pairwise_sq_distances(X, Y), torch.cdist(X, Y) ** 2, name="D")
+        expect_close(student.pairwise_sq_distances(X, Y), torch.cdist(X, Y) ** 2, name="dist2")
     X = randn(rng, 5, 3, device=device)
     D = student.pairwise_sq_distances(X, X)
-    expect_close(D, torch.cdist(X, X) ** 2, name="D", rtol=1e-7)
+    expect_close(D, torch.cdist(X, X) ** 2, name="dist2", rtol=1e-7)

@@ -10,8 +10,29 @@ from autograder.checks.u1_backprop.common import (
     Dual, cross_entropy_case, expect_trajectory, expect_value_graph, linear_case, net_case, random_params,
     read_params, reference_scores, relu_case,
 )
+from autograder.checklib.forbidden import AUTOGRAD, CDIST, CROSS_ENTROPY, OPTIM, SOFTMAX
 from autograder.errors import CheckFailure
 from autograder.remote import call_each
+from autograder.rules import ByHand
+
+#: What each part must be written without (the notebook's introduction states the same table).
+BY_HAND = [
+    ByHand("linear", names=("linear_forward", "linear_backward"), forbid=(AUTOGRAD,),
+           instead="la regla de la cadena escrita a mano: $\\mathbf{G}\\mathbf{W}^\\top$, $\\mathbf{X}^\\top\\mathbf{G}$ "
+                   "y la suma de $\\mathbf{G}$ por filas"),
+    ByHand("relu", names=("relu_forward", "relu_backward"), forbid=(AUTOGRAD,),
+           instead="`dout` por la máscara `x > 0`"),
+    ByHand("softmax", names=("softmax",), forbid=(SOFTMAX,), instead="resta el máximo, `exp` y divide por la suma"),
+    ByHand("cross_entropy", names=("softmax_cross_entropy",), forbid=(CROSS_ENTROPY, SOFTMAX, AUTOGRAD),
+           instead="*log-sum-exp* para la pérdida y $(\\mathbf{P} - \\mathbf{Y})/N$ para el gradiente"),
+    ByHand("two_layer_net", names=("TwoLayerNet",), forbid=(AUTOGRAD,),
+           instead="tus funciones de las partes 2 y 3, encadenadas hacia atrás"),
+    ByHand("optim", names=("sgd_momentum", "adam"), forbid=(OPTIM,),
+           instead="las fórmulas de la parte 5 con operaciones entre tensores"),
+    ByHand("autograd", names=("Value",), forbid=(AUTOGRAD,), instead="números de Python y el módulo `math`"),
+    ByHand("vectorized", names=("pairwise_sq_distances",), forbid=(CDIST,),
+           instead="$\\|x\\|^2 + \\|y\\|^2 - 2\\,x^\\top y$ con *broadcasting* y `@`"),
+]
 
 
 @pytest.mark.grade_id("linear")
@@ -168,7 +189,7 @@ def test_pairwise_distances_match_cdist(student, device, rng):
     """¿`pairwise_sq_distances` coincide con `torch.cdist(X, Y) ** 2`?"""
     N, M, d = size(rng, 2, 20), size(rng, 2, 20), size(rng, 1, 8)
     X, Y = randn(rng, N, d, device=device), randn(rng, M, d, device=device)
-    expect_close(student.pairwise_sq_distances(X, Y), torch.cdist(X, Y) ** 2, name="D")
+    expect_close(student.pairwise_sq_distances(X, Y), torch.cdist(X, Y) ** 2, name="dist2")
 
 
 @pytest.mark.grade_id("vectorized")
@@ -182,7 +203,7 @@ def test_pairwise_distances_are_fast(student, device, rng, speed_budget):
 
     def verify(D, inputs):
         X, Y = inputs
-        expect_close(D, torch.cdist(X, Y) ** 2, name="D")
+        expect_close(D, torch.cdist(X, Y) ** 2, name="dist2")
 
     compare_speed(student=student.pairwise_sq_distances, reference=lambda X, Y: torch.cdist(X, Y) ** 2,
                   make_inputs=make_inputs, verify=verify, budget=speed_budget, name="pairwise_sq_distances",
@@ -212,6 +233,6 @@ def test_two_layer_net_learns_spiral(student, device, rng):
     accuracy = float((reference_scores(params, X).argmax(dim=1) == y).double().mean())
     if accuracy < 0.9:
         raise CheckFailure(
-            f"Tras 150 pasos de Adam la red acierta el {accuracy:.0%} de los puntos de entrenamiento; "
+            f"Tras 150 pasos de Adam la red acierta el {100 * accuracy:.0f} % de los puntos de entrenamiento; "
             "se esperaba al menos el 90 %. Revisa los gradientes de `TwoLayerNet.loss` y tu `adam`."
         )
