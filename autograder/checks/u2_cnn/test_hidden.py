@@ -86,7 +86,7 @@ def test_batchnorm_backward_edge_cases(student, device, rng):
 
 
 def d2l_lenet() -> nn.Sequential:
-    """d2l's LeNet-5 (section 7.6): sigmoid activations and average pooling."""
+    """d2l's LeNet-5 ("Convolutional Neural Networks (LeNet)"): sigmoid activations and average pooling."""
     return nn.Sequential(
         nn.Conv2d(1, 6, kernel_size=5, padding=2), nn.Sigmoid(), nn.AvgPool2d(kernel_size=2, stride=2),
         nn.Conv2d(6, 16, kernel_size=5), nn.Sigmoid(), nn.AvgPool2d(kernel_size=2, stride=2), nn.Flatten(),
@@ -115,7 +115,7 @@ def test_lenet_matches_d2l_reference(student, device, rng):
     for N in (1, 4):
         x = randn(rng, N, 1, 28, 28, device=device)
         expect_close(model(x), reference(x), name=f"LeNet()(x) con N={N}",
-                     hint="sigmoides tras cada capa salvo la última y *average pooling* 2x2 con paso 2, como en d2l.")
+                     hint="sigmoides tras cada capa salvo la última y *pooling* promedio 2x2 con paso 2, como en d2l.")
 
 
 @pytest.mark.grade_id("lenet")
@@ -135,7 +135,7 @@ def test_lenet_trained_weights_classify_in_the_reference(student, device, rng):
 
 
 class Residual(nn.Module):
-    """d2l's residual block (section 8.6), the reference."""
+    """d2l's residual block ("Residual Networks (ResNet)"), the reference."""
 
     def __init__(self, in_channels, out_channels, use_1x1conv=False, stride=1):
         super().__init__()

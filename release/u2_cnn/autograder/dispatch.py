@@ -98,6 +98,19 @@ class Dispatcher:
         self.device_ok = device_ok
 
     def handle(self, message: wire.Message) -> tuple[dict, list[memoryview]]:
+        """Serve one request; a watched one (by-hand rules) also reports what the call executed."""
+        watch = message.header.get("watch")
+        if watch is None:
+            return self._handle(message, run=lambda call: call())
+        from .recorder import recorder_for
+
+        recorder = recorder_for(watch)
+        if recorder is None:
+            return {"status": "bad_request", "message": "malformed watch"}, []
+        header, buffers = self._handle(message, run=recorder.run)
+        return {**header, "watch": recorder.report()}, buffers
+
+    def _handle(self, message: wire.Message, *, run: Callable) -> tuple[dict, list[memoryview]]:
         header = message.header
         try:
             operation = _OPERATIONS.get(header.get("op"))
@@ -110,7 +123,7 @@ class Dispatcher:
         except (_BadRequest, wire.ProtocolError) as exc:
             return {"status": "bad_request", "message": str(exc)}, []
         try:
-            result = operation(self, *args)
+            result = run(lambda: operation(self, *args))
         except _Missing as exc:
             return {"status": "missing", "name": exc.name}, []
         except _BadRequest as exc:

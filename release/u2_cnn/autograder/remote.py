@@ -22,6 +22,10 @@ from typing import Any, Protocol
 from . import wire
 from .dispatch import Dispatcher
 from .errors import MissingName, StudentError, WorkerLost
+from .rules import RuleWatch
+
+#: Operations whose success means the student's code ran (a by-hand rule is checked once one did).
+RUNS_STUDENT_CODE = frozenset({"call", "call_each", "driver", "binop", "unop"})
 
 #: Absolute `time.monotonic()` deadline for calls made by the running check (None: no limit).
 call_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("call_deadline", default=None)
@@ -74,26 +78,46 @@ class LocalTransport:
 class Client:
     """Encodes requests, decodes replies, and turns failures into check failures."""
 
-    def __init__(self, transport: Transport, *, max_bytes: int = 2**30) -> None:
+    def __init__(self, transport: Transport, *, max_bytes: int = 2**30, watch: RuleWatch | None = None) -> None:
         self.transport = transport
         self.max_bytes = max_bytes
+        self.watch = watch
 
-    def request(self, op: str, args: list, *, label: str) -> Any:
+    def request(self, op: str, args: list, *, label: str, roots: frozenset[str] = frozenset()) -> Any:
+        """One operation in the student's process. `roots`: the student names the objects involved
+        descend from (refs in `args` add theirs); refs in the reply inherit them, and they decide
+        whether the by-hand rules watch this call."""
         self.transport.prepare()
-        tree, buffers = wire.encode(args, fallback=self._encode_ref, max_bytes=self.max_bytes)
-        reply = self.transport.roundtrip({"op": op, "args": tree}, buffers, deadline=call_deadline.get())
+        found = set(roots)
+
+        def encode_ref(value: object) -> dict:
+            if isinstance(value, RemoteRef):
+                found.update(value._roots)
+            return self._encode_ref(value)
+
+        tree, buffers = wire.encode(args, fallback=encode_ref, max_bytes=self.max_bytes)
+        roots = frozenset(found)
+        header = {"op": op, "args": tree}
+        spec = self.watch.spec_for(roots) if self.watch is not None else None
+        if spec is not None:
+            header["watch"] = spec
+        reply = self.transport.roundtrip(header, buffers, deadline=call_deadline.get())
+        if spec is not None:
+            completed = op in RUNS_STUDENT_CODE and reply.header.get("status") == "ok"
+            self.watch.observe(roots, reply.header.get("watch"), completed=completed)
         try:
-            return self._result(reply, label)
+            return self._result(reply, label, roots)
         except wire.ProtocolError:
             self.transport.discard()
             raise WorkerLost("El proceso que ejecuta tu código envió una respuesta inválida.") from None
 
-    def _result(self, reply: wire.Message, label: str) -> Any:
+    def _result(self, reply: wire.Message, label: str, roots: frozenset[str]) -> Any:
         header = reply.header
         status = header.get("status")
         if status == "ok":
-            return wire.decode(header.get("value"), reply.buffers, make_ref=self._make_ref,
-                               device_ok=self.transport.device_ok)
+            return wire.decode(header.get("value"), reply.buffers, device_ok=self.transport.device_ok,
+                               make_ref=lambda rid, type_name: RemoteRef(self, rid, type_name, label=type_name,
+                                                                         roots=roots))
         if status == "raised":
             raise StudentError(label=label, type_name=_text(header.get("type"), 200),
                                message=_text(header.get("message"), 2000),
@@ -103,9 +127,6 @@ class Client:
         if status == "too_large":
             raise WorkerLost(f"`{label}` devolvió un resultado demasiado grande para transferirlo.")
         raise wire.ProtocolError(f"unexpected reply status {status!r}")
-
-    def _make_ref(self, rid: int, type_name: str) -> "RemoteRef":
-        return RemoteRef(self, rid, type_name, label=type_name)
 
     def _encode_ref(self, value: object) -> dict:
         if isinstance(value, RemoteRef):
@@ -131,7 +152,7 @@ class StudentNamespace:
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
             raise AttributeError(name)
-        return _labelled(self._client.request("lookup", [name], label=name), name)
+        return _labelled(self._client.request("lookup", [name], label=name, roots=frozenset({name})), name)
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("checks may not assign names in the student's namespace")
@@ -146,14 +167,16 @@ def _labelled(value: Any, label: str) -> Any:
 class RemoteRef:
     """A handle to an object that lives with the student's code."""
 
-    __slots__ = ("_client", "_rid", "_type", "_label", "_generation")
+    __slots__ = ("_client", "_rid", "_type", "_label", "_generation", "_roots")
 
-    def __init__(self, client: Client, rid: int, type_name: str, *, label: str) -> None:
+    def __init__(self, client: Client, rid: int, type_name: str, *, label: str,
+                 roots: frozenset[str] = frozenset()) -> None:
         object.__setattr__(self, "_client", client)
         object.__setattr__(self, "_rid", rid)
         object.__setattr__(self, "_type", type_name)
         object.__setattr__(self, "_label", label)
         object.__setattr__(self, "_generation", client.transport.generation)
+        object.__setattr__(self, "_roots", roots)  # the student names this object descends from
 
     def _request(self, op: str, args: list, label: str) -> Any:
         return self._client.request(op, args, label=label)

@@ -63,16 +63,26 @@ def run_public_checks(assignment: str, grade_id: str, namespace: dict) -> str:
         return f"No se pueden ejecutar las comprobaciones: falta el paquete `{exc.name}` (instálalo con pip)."
     from .plugin import CheckRun, run_args
     from .remote import Client, LocalTransport, StudentNamespace
+    from .rules import RuleWatch
 
     checks_dir = HERE / "checks" / assignment
     files = sorted(str(p) for p in checks_dir.glob("test_*.py"))
     if not files:
         return f"No se encontraron las comprobaciones de `{assignment}` en {checks_dir}."
-    client = Client(LocalTransport(namespace))
-    run = CheckRun(lambda: StudentNamespace(client))
+    watch = RuleWatch(cells=executed_cells(namespace))
+    client = Client(LocalTransport(namespace), watch=watch)
+    run = CheckRun(lambda: StudentNamespace(client), watch=watch)
     pytest.main(run_args(files, str(checks_dir), extra=["--ag-public-only", "--ag-grade-id", grade_id]),
                 plugins=[run])
     return format_report(grade_id, run, points=_points(checks_dir).get(grade_id))
+
+
+def executed_cells(namespace: dict) -> list[tuple[str, str]]:
+    """The cells this kernel ran, in order, as IPython keeps them (`In`, already turned into Python)."""
+    history = namespace.get("In")
+    if not isinstance(history, list):
+        return []
+    return [(f"celda [{n}]", source) for n, source in enumerate(history) if isinstance(source, str) and source]
 
 
 def _points(checks_dir: Path) -> dict:
@@ -105,6 +115,14 @@ def format_report(grade_id: str, run, *, points: dict | None) -> str:
                 lines += [f"    - {line}" for line in case.message.splitlines()]
         earned += check_score(cases[0].points, cases)
         total += cases[0].points
+    broken = False
+    for verdict in run.verdicts:
+        mark = {"passed": MARKS["passed"], "violated": MARKS["failed"]}.get(verdict.status, MARKS["skipped"])
+        lines.append(f"- {mark} {verdict.rule.title}")
+        lines += [f"    {line}" if line else "" for line in verdict.message().splitlines()]
+        broken = broken or verdict.violated
+    if broken:
+        earned = 0.0
     lines += ["", f"Puntos de estas comprobaciones públicas: **{earned:g} de {total:g}**."]
     if points and points["points"] > points["public"]:
         hidden = points["points"] - points["public"]

@@ -30,6 +30,7 @@ import torch
 from .checklib.timing import SpeedBudget
 from .errors import CheckFailure
 from .remote import call_deadline
+from .rules import ByHand, RuleVerdict, RuleWatch
 
 MARKERS = {
     "grade_id(name)": "the nbgrader grade cell (autograder test cell) this check counts for",
@@ -212,12 +213,16 @@ def render_failure(excinfo: pytest.ExceptionInfo, *, hidden: bool) -> tuple[str,
 
 
 class CheckRun:
-    """Per-run plugin object: provides `student` and collects one outcome per check case."""
+    """Per-run plugin object: provides `student`, collects one outcome per check case, and
+    judges the by-hand rules the check files declare (`BY_HAND`) through `watch`."""
 
-    def __init__(self, make_student: Callable[[], object]) -> None:
+    def __init__(self, make_student: Callable[[], object], *, watch: RuleWatch | None = None) -> None:
         self._make_student = make_student
+        self.watch = watch
         self.outcomes: list[CaseOutcome] = []
         self.errors: list[str] = []
+        self.rules: tuple[ByHand, ...] = ()
+        self.verdicts: list[RuleVerdict] = []
 
     @pytest.fixture
     def student(self) -> object:
@@ -269,13 +274,56 @@ class CheckRun:
         self.outcomes.append(case)
 
     @pytest.hookimpl(tryfirst=True)
-    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+    def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
         for item in items:
             self.errors += check_metadata(item)[2]
+        rules, problems = declared_rules(items)
+        self.errors += problems
+        grade_id = config.getoption("ag_grade_id")
+        self.rules = tuple(r for r in rules if grade_id is None or r.grade_id == grade_id)
+        if self.watch is not None:
+            self.watch.use(self.rules)
+
+    def pytest_sessionfinish(self) -> None:
+        if self.watch is not None and self.rules:
+            self.verdicts = self.watch.verdicts()
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if report.failed:
             self.errors.append(str(report.longrepr))
+
+
+def declared_rules(items: list[pytest.Item]) -> tuple[list[ByHand], list[str]]:
+    """The `BY_HAND` rules of the collected check modules, and what is wrong with them."""
+    rules: list[ByHand] = []
+    problems: list[str] = []
+    modules: dict[object, list[pytest.Item]] = {}
+    for item in items:
+        module = getattr(item, "module", None)
+        if module is not None:
+            modules.setdefault(module, []).append(item)
+    grade_ids = {check_metadata(item)[0] for item in items}
+    for module, module_items in modules.items():
+        declared = getattr(module, "BY_HAND", None)
+        if declared is None:
+            continue
+        where = module.__name__
+        if not isinstance(declared, (list, tuple)) or not all(isinstance(r, ByHand) for r in declared):
+            problems.append(f"{where}: BY_HAND must be a list of autograder.rules.ByHand")
+            continue
+        if any(item.get_closest_marker("hidden") for item in module_items):
+            problems.append(f"{where}: by-hand rules are public; declare BY_HAND in a public check file")
+        for rule in declared:
+            if rule.grade_id not in grade_ids:
+                problems.append(f"{where}: a by-hand rule names grade cell {rule.grade_id!r}, which has no checks")
+            if rule not in rules:
+                rules.append(rule)
+    covered: dict[str, str] = {}
+    for rule in rules:
+        for name in rule.names:
+            if covered.setdefault(name, rule.grade_id) != rule.grade_id:
+                problems.append(f"{name} is covered by by-hand rules of two grade cells")
+    return rules, problems
 
 
 #: Built-in plugins that cost time per run and add nothing to a check run.

@@ -27,8 +27,9 @@ CONV_HINT = ("como en d2l y PyTorch, la «convolución» es una correlación cru
 CONV_GRADIENT_HINTS = {
     "dx": "cada posición de entrada recibe `dout` por cada ventana que la contiene, ponderado por el peso "
           "correspondiente; descarta el gradiente de las celdas de relleno.",
-    "dw": "$\\partial L/\\partial w$ correlaciona la entrada (con relleno) con `dout` y suma sobre el lote.",
-    "db": "$\\partial L/\\partial b_f$ suma `dout[:, f]` sobre el lote y las posiciones.",
+    "dw": "$\\partial L/\\partial \\mathbf{K}$ (`dw`) correlaciona la entrada (con relleno) con `dout` y suma sobre "
+          "el lote.",
+    "db": "$\\partial L/\\partial b_o$ suma `dout[:, o]` sobre el lote y las posiciones.",
 }
 
 
@@ -140,8 +141,10 @@ def bn_backward_case(student, x: torch.Tensor, gamma: torch.Tensor, dout: torch.
     F.batch_norm(leaves["dx"], None, None, leaves["dgamma"], leaves["dbeta"], training=True, eps=eps).backward(dout)
     got = expect_sequence(student.batchnorm2d_backward(dout, x, gamma, eps=eps), 3, name="batchnorm2d_backward",
                           what="`(dx, dgamma, dbeta)`")
-    hints = {"dx": "la media y la varianza dependen de $x$: $\\partial L/\\partial x = \\frac{\\gamma}{m\\sigma}"
-                   "\\left(m\\,g - \\sum g - \\hat x \\sum g\\,\\hat x\\right)$ por canal, con $g$ = `dout`.",
+    hints = {"dx": "la media y la varianza dependen de $x$. Por canal, con $s_c = \\sqrt{\\sigma_c^2 + \\epsilon}$, "
+                   "$\\hat x = (x - \\mu_c)/s_c$ y $g = \\gamma_c\\cdot$ `dout`: $\\partial L/\\partial x = "
+                   "\\frac{1}{m\\,s_c}\\left(m\\,g - \\sum g - \\hat x \\sum g\\,\\hat x\\right)$ "
+                   "(sumas sobre lote, alto y ancho).",
              "dgamma": "$\\partial L/\\partial \\gamma = \\sum$ `dout` $\\cdot\\,\\hat x$ sobre lote, alto y ancho.",
              "dbeta": "$\\partial L/\\partial \\beta = \\sum$ `dout` sobre lote, alto y ancho."}
     for name, value in zip(("dx", "dgamma", "dbeta"), got):
@@ -233,7 +236,7 @@ def lenet_parameters(student, model: RemoteRef) -> dict[str, torch.Tensor]:
 
 
 def xavier_state(rng: torch.Generator, names: list[str], device: str) -> dict[str, torch.Tensor]:
-    """d2l's `init_cnn` for LeNet (Xavier-uniform weights, zero biases), in float32, keyed by the student's names."""
+    """Xavier-uniform weights (as d2l's `init_cnn`) and zero biases, in float32, keyed by the student's names."""
     state = {}
     for name, shape in zip(names, LENET_SHAPES):
         if len(shape) == 1:
@@ -265,8 +268,9 @@ def train_lenet(student, model: RemoteRef, rng: torch.Generator, device: str) ->
 def expect_accuracy(accuracy: float, *, what: str) -> None:
     if not accuracy >= LENET_TARGET:
         raise CheckFailure(
-            f"{what} acierta el {accuracy:.0%} de imágenes nuevas tras {LENET_STEPS} pasos de Adam; se esperaba al "
-            f"menos el {LENET_TARGET:.0%}. Revisa la arquitectura (sigmoides y *average pooling*, como en d2l).")
+            f"{what} acierta el {100 * accuracy:.0f} % de las imágenes nuevas tras {LENET_STEPS} pasos de Adam; se "
+            f"esperaba al menos el {100 * LENET_TARGET:.0f} %. Revisa la arquitectura (sigmoides y *pooling* promedio, "
+            "como en d2l).")
 
 
 # --------------------------------------------------------------------------- fine-tuning
@@ -332,10 +336,10 @@ def expect_backbone_unchanged(parameters: dict[str, torch.Tensor], pretrained: d
         if name in HEAD or name.endswith(BN_BUFFERS):  # BN statistics keep updating in train mode
             continue
         if name not in parameters:
-            raise CheckFailure(f"El modelo {when} no tiene el parámetro `{name}` de la ResNet original.")
+            raise CheckFailure(f"Tras {when}, el modelo no tiene el parámetro `{name}` de la ResNet original.")
         got = expect_tensor(parameters[name], name=name, shape=value.shape)
         if not torch.equal(got.to(value.dtype), value):
-            raise CheckFailure(f"`{name}` cambió {when}: la red base debe conservar los pesos preentrenados.")
+            raise CheckFailure(f"`{name}` cambió tras {when}: la red base debe conservar los pesos preentrenados.")
 
 
 # --------------------------------------------------------------------------- GAN losses

@@ -11,8 +11,22 @@ from autograder.checks.u2_cnn.common import (
     expect_module, expect_only_head_trains, expect_scalar_loss, lenet_parameters, load_state, pool_backward_case,
     pool_forward_case, prepare, pretrained_resnet, random_conv_shape, read_state, train_lenet,
 )
+from autograder.checklib.forbidden import AUTOGRAD, BATCH_NORM, CONV, MAX_POOL
 from autograder.errors import CheckFailure
 from autograder.remote import drive
+from autograder.rules import ByHand
+
+#: What parts 1, 2, 3 and 5 must be written without (the notebook's introduction states the same table).
+BY_HAND = [
+    ByHand("conv2d", names=("conv2d_forward",), forbid=(CONV, AUTOGRAD),
+           instead="`F.unfold` (o `Tensor.unfold`) y un producto de matrices o `einsum`"),
+    ByHand("conv2d_backward", names=("conv2d_backward",), forbid=(CONV, AUTOGRAD),
+           instead="`F.unfold`, `einsum` o `@`, y `F.fold` (col2im) para $\\partial L/\\partial \\mathbf{X}$"),
+    ByHand("maxpool", names=("maxpool2d_forward", "maxpool2d_backward"), forbid=(MAX_POOL, AUTOGRAD),
+           instead="`amax`/`argmax` sobre las ventanas de `unfold`, y `F.fold` o `scatter_add_` hacia atrás"),
+    ByHand("batchnorm", names=("batchnorm2d_forward", "batchnorm2d_backward"), forbid=(BATCH_NORM, AUTOGRAD),
+           instead="`mean` y `var(unbiased=False)` sobre las dimensiones (0, 2, 3), y la fórmula de la parte 5"),
+]
 
 
 @pytest.mark.grade_id("conv2d")
@@ -138,7 +152,7 @@ def test_lenet_parameter_count(student):
 @pytest.mark.points(3)
 @pytest.mark.time_limit(120)
 def test_lenet_learns_glyphs(student, device, rng):
-    """¿Tu `LeNet`, entrenada 300 pasos con Adam, acierta al menos el 80 % de imágenes nuevas?"""
+    """¿Tu `LeNet`, entrenada 300 pasos con Adam, acierta al menos el 80 % de las imágenes nuevas?"""
     model = expect_module(student.LeNet(), name="LeNet()")
     model.to(device)
     train_lenet(student, model, rng, device)
@@ -179,8 +193,9 @@ def test_residual_adds_the_shortcut_before_the_relu(student, device, rng):
         for mode in ("train", "eval"):
             getattr(block, mode)()
             expect_close(block(x), expected, name=f"{what}(x) en modo {mode}",
-                         hint="la salida es $\\mathrm{ReLU}(F(x) + \\text{atajo}(x))$: la ReLU va después de la suma; "
-                              "el atajo es `conv3` (1x1, con `stride`) si `use_1x1conv`, y si no, $x$ mismo.")
+                         hint="la salida es $\\mathrm{ReLU}(\\text{rama principal} + \\text{atajo}(x))$: la ReLU "
+                              "va después de la suma; el atajo es `conv3` (1x1, con `stride`) si `use_1x1conv`, y si "
+                              "no, $x$ mismo.")
 
 
 @pytest.mark.grade_id("fine_tuning")
@@ -191,7 +206,7 @@ def test_fine_tuning_freezes_all_but_a_new_head(student, device):
     tuned = prepare(student, model, 4)
     state = read_state(student, tuned, what="el modelo preparado")
     expect_only_head_trains(state["trainable"], fc_in=128, num_classes=4, fc=state["parameters"])
-    expect_backbone_unchanged(state["parameters"], pretrained, when="al preparar el modelo")
+    expect_backbone_unchanged(state["parameters"], pretrained, when="`prepare_for_fine_tuning`")
 
 
 @pytest.mark.grade_id("fine_tuning")
@@ -207,7 +222,7 @@ def test_fine_tuning_moves_only_the_head(student, device, rng):
     drive(student, "train_steps", trainer, 5, 16, int(torch.randint(0, 2**31, (1,), generator=rng)),
           label="entrenar el modelo preparado")
     after = read_state(student, tuned, what="el modelo entrenado")["parameters"]
-    expect_backbone_unchanged(after, pretrained, when="al entrenar")
+    expect_backbone_unchanged(after, pretrained, when="unos pasos de SGD")
     for name in ("fc.weight", "fc.bias"):
         if name not in after or name not in before or torch.equal(after[name], before[name]):
             raise CheckFailure(f"`{name}` no cambió tras 5 pasos de SGD: la cabeza nueva debe entrenar.")
