@@ -10,6 +10,7 @@ import json
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
@@ -75,7 +76,36 @@ def grade(course: Course, assignment: str, paths: list[Path], out: Path, *, work
 
 
 def failing_checks(result: dict) -> set[str]:
+    """Checks (and by-hand rules, as `by_hand:<grade cell>`) that did not pass."""
     return {t["extra_data"]["check"] for t in result["tests"] if t["status"] != "passed"}
+
+
+def checks_of(result: dict) -> list[dict]:
+    """The result's check entries, without the by-hand rules' entries."""
+    return [t for t in result["tests"] if "rule" not in t["extra_data"]]
+
+
+@dataclass(frozen=True)
+class Shortcut:
+    """Right answers through what a by-hand rule forbids (`label`; "" for switching the recording off)."""
+
+    code: str
+    label: str
+    voids: set[str]
+
+
+def expect_shortcut_voids(result: dict, shortcut: Shortcut) -> None:
+    """Exactly the grade cells in `shortcut.voids` score 0, their rules say why, and their cases computed right."""
+    cells = result["extra_data"]["grade_cells"]
+    assert {g for g, c in cells.items() if c["score"] == 0} == shortcut.voids
+    assert all(c["score"] == c["max_score"] for g, c in cells.items() if g not in shortcut.voids)
+    for grade_id in shortcut.voids:
+        rule = next(t for t in result["tests"] if t["extra_data"]["check"] == f"by_hand:{grade_id}")
+        assert rule["status"] == "failed" and (shortcut.label or "sortear el registro") in rule["output"]
+    voided = [t for t in checks_of(result) if t["extra_data"]["grade_id"] in shortcut.voids]
+    assert all(t["output"].startswith("Sin puntos") for t in voided)
+    ran = [c["outcome"] for t in voided for c in t["extra_data"]["cases"] if c["outcome"] != "skipped"]
+    assert set(ran) == {"passed"}, "the shortcut itself is wrong somewhere: it should only break the rule"
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,8 @@ def run_in_kernel(notebook_path, folder, tmp_path):
     workdir = tmp_path / "student"
     shutil.copytree(REPO / folder / ASSIGNMENT, workdir, ignore=shutil.ignore_patterns("__pycache__"))
     nb = nbformat.read(notebook_path, as_version=4)
-    nb.cells.insert(0, nbformat.v4.new_code_cell("import autograder\nprint(autograder.__file__)"))
+    # Last, so the checks run first: `import autograder` in a notebook counts as tampering with the rules.
+    nb.cells.append(nbformat.v4.new_code_cell("import autograder\nprint(autograder.__file__)"))
     NotebookClient(nb, timeout=300, kernel_name="python3", allow_errors=True,
                    resources={"metadata": {"path": str(workdir)}}).execute()
     return nb, workdir
@@ -38,7 +39,7 @@ def graded_cells(nb):
 def test_the_solution_passes_its_public_checks_in_the_notebook(tmp_path):
     """Run from a kernel, do all public checks pass with the released runtime (not an installed one)?"""
     nb, workdir = run_in_kernel(REPO / "solutions" / ASSIGNMENT / f"{ASSIGNMENT}.ipynb", "solutions", tmp_path)
-    assert text_of(nb.cells[0]).startswith(str(workdir / "autograder"))
+    assert text_of(nb.cells[-1]).startswith(str(workdir / "autograder"))
     cells = graded_cells(nb)
     assert len(cells) == 9
     for cell in cells:

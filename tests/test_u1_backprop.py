@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from conftest import REPO, copy_course, failing_checks, grade, with_cells, write
+from conftest import REPO, Shortcut, checks_of, copy_course, expect_shortcut_voids, failing_checks, grade, with_cells, write
 
 pytestmark = pytest.mark.slow
 
@@ -104,9 +104,127 @@ BUGS = {
         "    return _cache[key].clone()",
         {"test_pairwise_distances_are_fast"}),
     "pairwise_not_squared": Bug(
-        "def pairwise_sq_distances(X, Y):\n    return torch.cdist(X, Y)",
+        "def pairwise_sq_distances(X, Y):\n    return ((X[:, None] - Y[None]) ** 2).sum(-1).sqrt()",
         {"test_pairwise_distances_match_cdist", "test_pairwise_distances_are_fast",
          "test_pairwise_distances_edge_shapes"}),
+}
+
+
+#: Shortcuts: right answers through what a by-hand rule forbids. Each must cost exactly the grade cells in `voids`
+#: (a part whose own code calls the shortcut loses too: the rule covers the helpers it calls).
+SHORTCUTS = {
+    "linear_backward_by_autograd": Shortcut(
+        "def linear_backward(dout, cache):\n"
+        "    x, W, b = (t.detach().clone().requires_grad_() for t in cache)\n"
+        "    (x @ W + b).backward(dout)\n"
+        "    return x.grad, W.grad, b.grad",
+        "autograd", {"linear", "two_layer_net"}),
+    "relu_backward_by_autograd_grad": Shortcut(
+        "def relu_backward(dout, cache):\n"
+        "    x = cache.detach().requires_grad_()\n"
+        "    return torch.autograd.grad(torch.relu(x), x, dout)[0]",
+        "autograd", {"relu", "two_layer_net"}),
+    "softmax_is_torch_softmax": Shortcut(
+        "def softmax(logits):\n    return torch.softmax(logits, dim=-1)", "`F.softmax`", {"softmax"}),
+    "cross_entropy_gradient_by_backward": Shortcut(
+        "def softmax_cross_entropy(logits, y):\n"
+        "    z = logits.detach().clone().requires_grad_()\n"
+        "    loss = (torch.logsumexp(z, dim=1) - z[torch.arange(z.shape[0], device=z.device), y]).mean()\n"
+        "    loss.backward()\n"
+        "    return loss.detach(), z.grad",
+        "autograd", {"cross_entropy", "two_layer_net"}),
+    "cross_entropy_is_f_cross_entropy": Shortcut(
+        "def softmax_cross_entropy(logits, y):\n"
+        "    onehot = F.one_hot(y, logits.shape[1]).to(logits.dtype)\n"
+        "    return F.cross_entropy(logits, y), (softmax(logits) - onehot) / logits.shape[0]",
+        "`F.cross_entropy`", {"cross_entropy"}),
+    "two_layer_net_by_autograd": Shortcut(
+        "class _AutogradNet(TwoLayerNet):\n"
+        "    def loss(self, X, y=None):\n"
+        "        p = {k: v.detach().clone().requires_grad_() for k, v in self.params.items()}\n"
+        "        scores = torch.relu(X @ p['W1'] + p['b1']) @ p['W2'] + p['b2']\n"
+        "        if y is None:\n"
+        "            return scores.detach()\n"
+        "        loss = F.cross_entropy(scores, y) + 0.5 * self.reg * ((p['W1'] ** 2).sum() + (p['W2'] ** 2).sum())\n"
+        "        loss.backward()\n"
+        "        return loss.detach(), {k: t.grad for k, t in p.items()}\n"
+        "TwoLayerNet = _AutogradNet",
+        "autograd", {"two_layer_net"}),
+    "adam_is_torch_optim": Shortcut(
+        "def adam(w, dw, config=None):\n"
+        "    config = {} if config is None else config\n"
+        "    for key, value in (('learning_rate', 1e-3), ('beta1', 0.9), ('beta2', 0.999), ('epsilon', 1e-8)):\n"
+        "        config.setdefault(key, value)\n"
+        "    config.setdefault('m', torch.zeros_like(w))\n"
+        "    config.setdefault('v', torch.zeros_like(w))\n"
+        "    config.setdefault('t', 0)\n"
+        "    p = torch.nn.Parameter(w.detach().clone())\n"
+        "    p.grad = dw.detach().clone()\n"
+        "    opt = torch.optim.Adam([p], lr=config['learning_rate'], betas=(config['beta1'], config['beta2']),\n"
+        "                           eps=config['epsilon'])\n"
+        "    opt.state[p] = {'step': torch.tensor(float(config['t'])), 'exp_avg': config['m'].clone(),\n"
+        "                    'exp_avg_sq': config['v'].clone()}\n"
+        "    opt.step()\n"
+        "    config['m'], config['v'], config['t'] = opt.state[p]['exp_avg'], opt.state[p]['exp_avg_sq'], config['t'] + 1\n"
+        "    return p.detach(), config",
+        "`torch.optim`", {"optim"}),
+    "value_backward_through_torch_autograd": Shortcut(
+        "_OPS = {'relu': torch.relu, 'tanh': torch.tanh, 'exp': torch.exp}\n"
+        "def _torch_backward(self):\n"
+        "    order, seen = [], set()\n"
+        "    def visit(node):\n"
+        "        if id(node) not in seen:\n"
+        "            seen.add(id(node))\n"
+        "            for parent in node._prev:\n"
+        "                visit(parent)\n"
+        "            order.append(node)\n"
+        "    visit(self)\n"
+        "    t = {}\n"
+        "    for node in order:\n"
+        "        a = [t[id(p)] for p in node._prev]\n"
+        "        if not a:\n"
+        "            t[id(node)] = torch.tensor(node.data, dtype=torch.float64, requires_grad=True)\n"
+        "        elif node._op == '+':\n"
+        "            t[id(node)] = a[0] + a[1]\n"
+        "        elif node._op == '*':\n"
+        "            t[id(node)] = a[0] * a[1]\n"
+        "        elif node._op.startswith('**'):\n"
+        "            t[id(node)] = a[0] ** float(node._op[2:])\n"
+        "        else:\n"
+        "            t[id(node)] = _OPS[node._op](a[0])\n"
+        "    grads = torch.autograd.grad(t[id(self)], [t[id(n)] for n in order])\n"
+        "    for node, g in zip(order, grads):\n"
+        "        node.grad += g.item()\n"
+        "Value.backward = _torch_backward",
+        "autograd", {"autograd"}),
+    "pairwise_is_cdist": Shortcut(
+        "def pairwise_sq_distances(X, Y):\n    return torch.cdist(X, Y) ** 2", "`torch.cdist`", {"vectorized"}),
+    "recording_switched_off_anywhere": Shortcut(
+        "import inspect", "", {"linear", "relu", "softmax", "cross_entropy", "two_layer_net", "optim", "autograd",
+                               "vectorized"}),
+}
+
+#: Correct solutions in styles that come close to a rule without breaking it: each keeps full marks.
+ALTERNATIVES = {
+    "linear_backward_through_a_layer_with_a_backward_method": (
+        "class _Affine:\n"
+        "    def backward(self, dout, cache):\n"
+        "        x, W, b = cache\n"
+        "        return dout @ W.T, x.T @ dout, dout.sum(dim=0)\n"
+        "_affine = _Affine()\n"
+        "def linear_backward(dout, cache):\n"
+        "    return _affine.backward(dout, cache)"),
+    "cross_entropy_with_torch_logsumexp": (
+        "def softmax_cross_entropy(logits, y):\n"
+        "    N = logits.shape[0]\n"
+        "    log_probs = logits - torch.logsumexp(logits, dim=1, keepdim=True)\n"
+        "    onehot = F.one_hot(y, logits.shape[1]).to(logits.dtype)\n"
+        "    return -(log_probs * onehot).sum() / N, (log_probs.exp() - onehot) / N"),
+    "softmax_defined_in_a_time_magic": (
+        "%%time\n"
+        "def softmax(logits):\n"
+        "    e = (logits - logits.amax(dim=-1, keepdim=True)).exp()\n"
+        "    return e / e.sum(dim=-1, keepdim=True)"),
 }
 
 
@@ -123,6 +241,10 @@ def results(tmp_path_factory):
     shutil.copy(REPO / "release" / "u1_backprop" / "u1_backprop.ipynb", subs / "release.ipynb")
     for name, bug in BUGS.items():
         write(with_cells(solution, bug.code), subs / f"{name}.ipynb")
+    for name, shortcut in SHORTCUTS.items():
+        write(with_cells(solution, shortcut.code), subs / f"shortcut_{name}.ipynb")
+    for name, code in ALTERNATIVES.items():
+        write(with_cells(solution, code), subs / f"alternative_{name}.ipynb")
     for example in ("correct", "partial", "broken", "empty"):
         shutil.copy(REPO / "examples" / "u1_backprop" / f"{example}.ipynb", subs / f"example_{example}.ipynb")
     return grade(course, "u1_backprop", [subs], root / "out", workers=2, call_seconds=3)
@@ -137,7 +259,20 @@ def test_the_solution_earns_every_point(results):
 def test_the_release_earns_nothing(results):
     """Does the untouched release score 0, each check saying the function is not implemented?"""
     assert results["release"]["score"] == 0
-    assert all("NotImplementedError" in t["output"] for t in results["release"]["tests"])
+    assert all("NotImplementedError" in t["output"] for t in checks_of(results["release"]))
+
+
+@pytest.mark.parametrize("name", SHORTCUTS)
+def test_each_shortcut_loses_its_whole_part(results, name):
+    """Does a right answer through a forbidden built-in (or with the recording switched off) cost exactly its
+    parts, every check of them, with the rule saying why, while every case still computed the right values?"""
+    expect_shortcut_voids(results[f"shortcut_{name}"], SHORTCUTS[name])
+
+
+@pytest.mark.parametrize("name", ALTERNATIVES)
+def test_correct_styles_near_a_rule_keep_full_marks(results, name):
+    """Do a helper object with a `backward` method, `torch.logsumexp` and a `%%time` cell stay within the rules?"""
+    assert results[f"alternative_{name}"]["score"] == 40, failing_checks(results[f"alternative_{name}"])
 
 
 @pytest.mark.parametrize("name", BUGS)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from nbclient import NotebookClient
 
-from conftest import REPO, copy_course, failing_checks, grade, with_cells, write
+from conftest import REPO, Shortcut, checks_of, copy_course, expect_shortcut_voids, failing_checks, grade, with_cells, write
 
 pytestmark = pytest.mark.slow
 
@@ -207,6 +207,99 @@ BUGS = {
 }
 
 
+#: Shortcuts: right answers through what a by-hand rule forbids; each must cost exactly the grade cells in `voids`.
+SHORTCUTS = {
+    "conv_forward_is_f_conv2d": Shortcut(
+        "def conv2d_forward(x, w, b, stride=1, padding=0):\n"
+        "    return F.conv2d(x, w, b, stride=stride, padding=padding)",
+        "`F.conv2d`", {"conv2d"}),
+    "conv_forward_through_an_aliased_helper": Shortcut(
+        "from torch.nn.functional import conv2d as _c\n"
+        "def _helper(*args):\n"
+        "    return _c(*args)\n"
+        "def conv2d_forward(x, w, b, stride=1, padding=0):\n"
+        "    return _helper(x, w, b, stride, padding)",
+        "`F.conv2d`", {"conv2d"}),
+    "conv_backward_by_autograd_on_a_copy": Shortcut(
+        "def conv2d_backward(dout, x, w, b, stride=1, padding=0):\n"
+        "    x, w = x.detach().requires_grad_(), w.detach().requires_grad_()\n"
+        "    bb = None if b is None else b.detach().requires_grad_()\n"
+        "    conv2d_forward(x, w, bb, stride, padding).backward(dout)\n"
+        "    return x.grad, w.grad, None if b is None else bb.grad",
+        "autograd", {"conv2d_backward"}),
+    "conv_backward_by_torch_nn_grad": Shortcut(
+        "def conv2d_backward(dout, x, w, b, stride=1, padding=0):\n"
+        "    dx = torch.nn.grad.conv2d_input(x.shape, w, dout, stride=stride, padding=padding)\n"
+        "    dw = torch.nn.grad.conv2d_weight(x, w.shape, dout, stride=stride, padding=padding)\n"
+        "    return dx, dw, None if b is None else dout.sum(dim=(0, 2, 3))",
+        "`F.conv2d`", {"conv2d_backward"}),
+    "conv_backward_by_torch_func_vjp": Shortcut(
+        "def conv2d_backward(dout, x, w, b, stride=1, padding=0):\n"
+        "    _, pull = torch.func.vjp(lambda x, w: conv2d_forward(x, w, None, stride, padding), x, w)\n"
+        "    dx, dw = pull(dout)\n"
+        "    return dx, dw, None if b is None else dout.sum(dim=(0, 2, 3))",
+        "autograd", {"conv2d_backward"}),
+    "maxpool_forward_is_f_max_pool2d": Shortcut(
+        "def maxpool2d_forward(x, kernel_size=2, stride=None):\n"
+        "    return F.max_pool2d(x, kernel_size, stride)",
+        "`F.max_pool2d`", {"maxpool"}),
+    "maxpool_backward_by_autograd": Shortcut(
+        "def maxpool2d_backward(dout, x, kernel_size=2, stride=None):\n"
+        "    x = x.detach().requires_grad_()\n"
+        "    maxpool2d_forward(x, kernel_size, stride).backward(dout)\n"
+        "    return x.grad",
+        "autograd", {"maxpool"}),
+    "batchnorm_forward_is_f_batch_norm": Shortcut(
+        "def batchnorm2d_forward(x, gamma, beta, running_mean, running_var, training=True, momentum=0.1, eps=1e-5):\n"
+        "    rm, rv = running_mean.clone(), running_var.clone()\n"
+        "    out = F.batch_norm(x, rm, rv, gamma, beta, training=training, momentum=momentum, eps=eps)\n"
+        "    return out, rm, rv",
+        "`F.batch_norm`", {"batchnorm"}),
+    "batchnorm_forward_through_layer_norm": Shortcut(
+        "_bn = batchnorm2d_forward\n"
+        "def batchnorm2d_forward(x, gamma, beta, running_mean, running_var, training=True, momentum=0.1, eps=1e-5):\n"
+        "    out, rm, rv = _bn(x, gamma, beta, running_mean, running_var, training, momentum, eps)\n"
+        "    if training:\n"
+        "        N, C, H, W = x.shape\n"
+        "        flat = x.transpose(0, 1).reshape(C, -1)\n"
+        "        x_hat = F.layer_norm(flat, (flat.shape[1],), eps=eps).reshape(C, N, H, W).transpose(0, 1)\n"
+        "        out = gamma.view(1, -1, 1, 1) * x_hat + beta.view(1, -1, 1, 1)\n"
+        "    return out, rm, rv",
+        "`F.batch_norm`", {"batchnorm"}),
+    "batchnorm_backward_by_autograd_grad": Shortcut(
+        "def batchnorm2d_backward(dout, x, gamma, eps=1e-5):\n"
+        "    x, gamma = x.detach().requires_grad_(), gamma.detach().requires_grad_()\n"
+        "    beta = torch.zeros_like(gamma, requires_grad=True)\n"
+        "    mean = x.mean(dim=(0, 2, 3), keepdim=True)\n"
+        "    var = x.var(dim=(0, 2, 3), unbiased=False, keepdim=True)\n"
+        "    out = gamma.view(1, -1, 1, 1) * (x - mean) / torch.sqrt(var + eps) + beta.view(1, -1, 1, 1)\n"
+        "    return torch.autograd.grad(out, (x, gamma, beta), dout)",
+        "autograd", {"batchnorm"}),
+    "recording_switched_off_anywhere": Shortcut(
+        "import torch.utils._python_dispatch", "", {"conv2d", "conv2d_backward", "maxpool", "batchnorm"}),
+}
+
+#: Correct solutions in styles that come close to a rule without breaking it: each keeps full marks.
+ALTERNATIVES = {
+    "conv_forward_through_an_own_helper_named_conv2d": (
+        "def conv2d(x, w, b, stride, padding):\n"
+        "    N, _, H, W = x.shape\n"
+        "    n_filters, _, KH, KW = w.shape\n"
+        "    cols = F.unfold(x, (KH, KW), padding=padding, stride=stride)\n"
+        "    out = torch.einsum('fk,nkl->nfl', w.reshape(n_filters, -1), cols)\n"
+        "    out = out if b is None else out + b.view(1, -1, 1)\n"
+        "    return out.reshape(N, n_filters, (H + 2 * padding - KH) // stride + 1, -1)\n"
+        "def conv2d_forward(x, w, b, stride=1, padding=0):\n"
+        "    return conv2d(x, w, b, stride, padding)"),
+    "maxpool_forward_with_a_module_level_alias_in_a_time_magic": (
+        "%%time\n"
+        "windows_of = torch.Tensor.unfold\n"
+        "def maxpool2d_forward(x, kernel_size=2, stride=None):\n"
+        "    stride = kernel_size if stride is None else stride\n"
+        "    return windows_of(windows_of(x, 2, kernel_size, stride), 3, kernel_size, stride).amax(dim=(-2, -1))"),
+}
+
+
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     root = tmp_path_factory.mktemp("u2")
@@ -220,6 +313,10 @@ def results(tmp_path_factory):
     shutil.copy(REPO / "release" / "u2_cnn" / "u2_cnn.ipynb", subs / "release.ipynb")
     for name, bug in BUGS.items():
         write(with_cells(solution, bug.code), subs / f"{name}.ipynb")
+    for name, shortcut in SHORTCUTS.items():
+        write(with_cells(solution, shortcut.code), subs / f"shortcut_{name}.ipynb")
+    for name, code in ALTERNATIVES.items():
+        write(with_cells(solution, code), subs / f"alternative_{name}.ipynb")
     for example in ("correct", "partial", "broken", "empty"):
         shutil.copy(REPO / "examples" / "u2_cnn" / f"{example}.ipynb", subs / f"example_{example}.ipynb")
     return grade(course, "u2_cnn", [subs], root / "out", workers=2, call_seconds=3)
@@ -234,7 +331,20 @@ def test_the_solution_earns_every_point(results):
 def test_the_release_earns_nothing(results):
     """Does the untouched release score 0, each check saying the function is not implemented?"""
     assert results["release"]["score"] == 0
-    assert all("NotImplementedError" in t["output"] for t in results["release"]["tests"])
+    assert all("NotImplementedError" in t["output"] for t in checks_of(results["release"]))
+
+
+@pytest.mark.parametrize("name", SHORTCUTS)
+def test_each_shortcut_loses_its_whole_part(results, name):
+    """Does a right answer through a forbidden built-in, autograd, or with the recording switched off cost exactly
+    its parts, every check of them, with the rule saying why, while every case still computed the right values?"""
+    expect_shortcut_voids(results[f"shortcut_{name}"], SHORTCUTS[name])
+
+
+@pytest.mark.parametrize("name", ALTERNATIVES)
+def test_correct_styles_near_a_rule_keep_full_marks(results, name):
+    """Do an own helper called `conv2d` and a module-level alias in a `%%time` cell stay within the rules?"""
+    assert results[f"alternative_{name}"]["score"] == 50, failing_checks(results[f"alternative_{name}"])
 
 
 @pytest.mark.parametrize("name", BUGS)
@@ -280,15 +390,16 @@ def test_the_solution_passes_its_public_checks_in_a_kernel_with_only_the_release
     workdir = tmp_path / "student"
     shutil.copytree(REPO / "solutions" / "u2_cnn", workdir, ignore=shutil.ignore_patterns("__pycache__"))
     nb = nbformat.read(workdir / "u2_cnn.ipynb", as_version=4)
-    nb.cells.insert(0, nbformat.v4.new_code_cell("import autograder\nprint(autograder.__file__)"))
+    # Last, so the checks run first: `import autograder` in a notebook counts as tampering with the rules.
+    nb.cells.append(nbformat.v4.new_code_cell("import autograder\nprint(autograder.__file__)"))
     NotebookClient(nb, timeout=300, kernel_name="python3", allow_errors=True,
                    resources={"metadata": {"path": str(workdir)}}).execute()
     shown = ["".join(o.get("text", "") or o.get("data", {}).get("text/markdown", "") for o in cell.get("outputs", []))
              for cell in nb.cells]
-    assert shown[0].startswith(str(workdir / "autograder"))
+    assert shown[-1].startswith(str(workdir / "autograder"))
     assert not [o for cell in nb.cells for o in cell.get("outputs", []) if o.output_type == "error"]
     checks = [text for cell, text in zip(nb.cells, shown) if cell.metadata.get("nbgrader", {}).get("grade")]
     assert len(checks) == 8
     for text in checks:
         assert "Comprobaciones públicas de" in text and "✘" not in text, text
-    assert any("solo la cabeza, preentrenada" in text for text in shown)
+    assert any("ResNet del curso, solo la cabeza" in text for text in shown)
