@@ -155,6 +155,8 @@ CONV_RULE = ByHand("conv2d", names=("conv2d_forward",), forbid=(CONV, AUTOGRAD))
     "def conv2d_forward(x, w):\n    x = x.clone().requires_grad_()\n    return x",
     "get_ipython().run_cell_magic('time', '', 'import torch\\ndef conv2d_forward(x, w):\\n"
     "    return torch.conv2d(x, w)\\n')",
+    # a function of the student's called conv2d does not hide torch's, reached through the module
+    "import torch\ndef conv2d(x, w):\n    return torch.conv2d(x, w)\ndef conv2d_forward(x, w):\n    return conv2d(x, w)",
 ])
 def test_the_source_check_finds_forbidden_names_through_aliases_and_helpers(source):
     """Do aliases, helpers, module-level assignments, strings, local imports, star imports and `%%time`

@@ -47,6 +47,8 @@ TAMPER_MODULE_ATTRIBUTES = {
                      "execl", "execle", "execlp", "execvp", "execvpe", "spawnv", "spawnve", "spawnl", "spawnle"}),
     "torch": frozenset({"compile", "library"}),
 }
+#: Libraries whose attributes are never the student's own functions, whatever the student names theirs.
+LIBRARIES = frozenset({"torch", "functorch", "numpy", "scipy"})
 #: The grader's modules a notebook may use: data generators and the setup cell's `check`.
 ALLOWED_GRADER_MODULES = ("autograder.checklib", "autograder.selfcheck")
 
@@ -296,8 +298,10 @@ class _RuleWalker(ast.NodeVisitor):
         self.free: set[str] = set()
         self.scopes: list[set[str]] = []
 
-    def _hit(self, node: ast.AST, name: str) -> None:
-        if name in self.labels and name not in self.program.defined:
+    def _hit(self, node: ast.AST, name: str, *, library: bool = False) -> None:
+        """`library`: the name is an attribute of an imported library module (`torch.softmax`), so it is the
+        built-in even when the student also defines a function of that name."""
+        if name in self.labels and (library or name not in self.program.defined):
             self.found.append(Evidence(self.labels[name], self.unit.where(node), name))
 
     def _scoped(self, node: ast.AST, parameters: ast.arguments | None) -> None:
@@ -332,7 +336,8 @@ class _RuleWalker(ast.NodeVisitor):
             self._hit(node, node.id)  # e.g. after `from torch.nn.functional import *`
 
     def visit_Attribute(self, node: ast.Attribute) -> None:
-        self._hit(node, node.attr)
+        module = self.program.module_of(node.value)
+        self._hit(node, node.attr, library=module is not None and module.split(".")[0] in LIBRARIES)
         self.generic_visit(node)
 
     def visit_Import(self, node: ast.Import) -> None:
