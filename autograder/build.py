@@ -76,14 +76,16 @@ def collect_checks(assignment: Assignment) -> tuple[list, tuple]:
 
 def validate_rules(assignment: Assignment, rules: tuple) -> None:
     """The notebook's introduction (its first Markdown cell) must state every by-hand rule the checks enforce:
-    each covered name in backticks and each forbidden label as the rule writes it."""
+    one line (a row of its rules table) with each covered name in backticks and each forbidden label."""
     intro = next(iter(_cells(assignment.source_notebook, kind="markdown")), "")
     missing = []
     for rule in rules:
         wanted = [f"`{name}`" for name in rule.names] + [f.label for f in rule.forbid]
-        absent = [text for text in wanted if text not in intro]
+        best = max(intro.splitlines() or [""], key=lambda line: sum(text in line for text in wanted))
+        absent = [text for text in wanted if text not in best]
         if absent:
-            missing.append(f"rule of grade cell {rule.grade_id!r}: {', '.join(absent)}")
+            missing.append(f"rule of grade cell {rule.grade_id!r}: no line has {', '.join(absent)} "
+                           f"next to the rest of {', '.join(wanted)}")
     if missing:
         notebook = assignment.source_notebook.relative_to(assignment.course.root)
         raise BuildError(f"the introduction of {notebook} does not state the by-hand rules its checks enforce:\n  "

@@ -12,7 +12,7 @@ import zipfile
 import nbformat
 import pytest
 
-from conftest import grade, with_cells, write
+from conftest import checks_of, grade, with_cells, write
 from autograder.grading.archive import unpacked
 
 pytestmark = pytest.mark.slow
@@ -138,7 +138,7 @@ def test_a_missing_graded_function_is_named(batch):
     """When `double` is renamed, does the feedback name the missing function?"""
     result = batch["renamed"]
     assert result["score"] == 2  # the counter's points only
-    double = [t for t in result["tests"] if t["extra_data"]["grade_id"] == "double"]
+    double = [t for t in checks_of(result) if t["extra_data"]["grade_id"] == "double"]
     assert double and all("no define `double`" in t["output"] for t in double)
 
 

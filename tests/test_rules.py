@@ -11,7 +11,7 @@ from autograder.checklib.forbidden import (
 )
 from autograder.recorder import OpRecorder
 from autograder.remote import Client, LocalTransport, StudentNamespace
-from autograder.rules import NOT_RUN, PASSED, VIOLATED, ByHand, RuleWatch
+from autograder.rules import NOT_RUN, PASSED, UNREADABLE, VIOLATED, ByHand, RuleWatch
 from autograder.sourcecheck import scan
 
 from conftest import build, copy_course, grade, with_cells, write
@@ -32,6 +32,13 @@ def optimizer_step(cls, **kwargs):
 def backward_on_a_copy():
     x = x4(3).requires_grad_()
     (x * x).sum().backward()
+
+
+def forward_mode_dual():
+    import torch.autograd.forward_ad as forward_ad
+
+    with forward_ad.dual_level():
+        forward_ad.unpack_dual(forward_ad.make_dual(x4(3), x4(3)) ** 2)
 
 
 SPELLINGS = {
@@ -75,6 +82,10 @@ SPELLINGS = {
     "torch.func.vjp": (AUTOGRAD, lambda: torch.func.vjp(lambda x: x ** 2, x4(3))[1](x4(3))),
     "torch.autograd.functional.jacobian": (AUTOGRAD, lambda: torch.autograd.functional.jacobian(
         lambda x: x ** 2, x4(3))),
+    "torch.func.jvp (forward mode)": (AUTOGRAD, lambda: torch.func.jvp(lambda x: x ** 2, (x4(3),), (x4(3),))),
+    "torch.func.jacfwd": (AUTOGRAD, lambda: torch.func.jacfwd(lambda x: x ** 2)(x4(3))),
+    "torch.autograd.forward_ad": (AUTOGRAD, forward_mode_dual),
+    "torch.sparse.softmax": (SOFTMAX, lambda: torch.sparse.softmax(x4(3, 3).to_sparse(), 1)),
 }
 
 
@@ -155,6 +166,14 @@ CONV_RULE = ByHand("conv2d", names=("conv2d_forward",), forbid=(CONV, AUTOGRAD))
     "def conv2d_forward(x, w):\n    x = x.clone().requires_grad_()\n    return x",
     "get_ipython().run_cell_magic('time', '', 'import torch\\ndef conv2d_forward(x, w):\\n"
     "    return torch.conv2d(x, w)\\n')",
+    # every branch of one statement counts: the scan cannot know which one runs
+    "import torch\nif True:\n    def conv2d_forward(x, w):\n        return torch.conv2d(x, w)\n"
+    "else:\n    def conv2d_forward(x, w):\n        return x",
+    # later patches of the covered name: an attribute, setattr, a global assigned in a function
+    "import torch\ndef conv2d_forward(x, w):\n    return x\nconv2d_forward.__call__ = torch.conv2d",
+    "import torch\nclass C:\n    pass\nconv2d_forward = C()\nsetattr(conv2d_forward, 'f', torch.conv2d)",
+    "import torch\ndef conv2d_forward(x, w):\n    return x\ndef install():\n    global conv2d_forward\n"
+    "    conv2d_forward = torch.conv2d\ninstall()",
     # a function of the student's called conv2d does not hide torch's, reached through the module
     "import torch\ndef conv2d(x, w):\n    return torch.conv2d(x, w)\ndef conv2d_forward(x, w):\n    return conv2d(x, w)",
 ])
@@ -180,6 +199,11 @@ def test_the_source_check_finds_forbidden_names_through_aliases_and_helpers(sour
     "    return Layer().backward(x)",
     # a docstring that names the rule
     "def conv2d_forward(x, w):\n    'conv2d'\n    return x",
+    # an exception's name is local, whatever a global of that name did
+    "import torch\nfor err in range(3):\n    torch.ones(1, requires_grad=True).sum().backward()\n"
+    "def conv2d_forward(x, w):\n    try:\n        return x\n    except ValueError as err:\n        raise err",
+    # patching an unrelated attribute of a covered class keeps its body in view, and clean
+    "class Layer:\n    pass\ndef conv2d_forward(x, w):\n    return x\nconv2d_forward.version = 2",
 ])
 def test_the_source_check_leaves_honest_code_alone(source):
     """Do the student's own names, replaced definitions, unreachable demos, local names, own methods
@@ -188,11 +212,16 @@ def test_the_source_check_leaves_honest_code_alone(source):
 
 
 @pytest.mark.parametrize("source", [
-    "import gc", "import torch\ntorch._C._set_grad_enabled(True)", "import sys\nsys.modules['x']",
+    "import gc\ngc.get_objects()", "import torch\ntorch._C._set_grad_enabled(True)", "import sys\nsys.modules['x']",
     "def f():\n    pass\nf.__globals__", "exec('x = 1')", "import threading",
     "from torch.utils._python_dispatch import TorchDispatchMode", "import torch\nname = 'x'\ngetattr(torch, name)",
-    "import autograder.dispatch", "from autograder import recorder", "import inspect", "from os import fork",
-    "import torch.overrides", "eval('1')", "__import__('gc')", "import pickle",
+    "import autograder.dispatch", "from autograder import recorder", "import inspect\ninspect.currentframe()",
+    "from os import fork", "import torch.overrides", "eval('1')", "__import__('gc')", "import pickle\npickle.loads(b'')",
+    "import torch\ntorch.load('f.pt', weights_only=False)", "globals()['f'] = print",
+    # modules reached through another module, or through the grader's allowed ones
+    "import torch\ntorch.sys.modules['autograder.recorder']", "from torch import sys", "import numpy as np\nnp.os.fork()",
+    "from autograder.selfcheck import sys as s", "import autograder.checklib\nautograder.checklib.timing.torch.sys",
+    "import torch\ngetattr(torch, 'sys')", "import autograder.checklib\nautograder.recorder",
 ])
 def test_the_source_check_flags_attempts_to_get_around_the_recording(source):
     """Does each way to reach the recorder, torch's internals or unread code count as tampering?"""
@@ -203,10 +232,24 @@ def test_the_source_check_flags_attempts_to_get_around_the_recording(source):
     "from autograder.checklib import glyphs", "from autograder.selfcheck import make_check",
     "import sys\nprint(sys.version)", "import torch\ntorch.manual_seed(0)", "x = (1).__class__",
     "import torch\ntorch.load('f.pt', weights_only=True)", "import re\nre.compile('a')",
+    "from torch.nn.modules.utils import _pair\n_pair(3)", "import torch\nprint(torch.__version__)",
+    "import torch\ntorch.nn.modules.utils._pair(3)", "from torch import nn\nnn.init._calculate_fan_in_and_fan_out",
+    "from torch import nn\nclass Net(nn.Module):\n    def __init__(self):\n        nn.Module.__init__(self)",
+    "import gc\ngc.collect()", "import inspect\ninspect.signature(print)", "import pickle\npickle.dumps(1)",
+    "import os\nos.path.join('a', 'b')", "import torch\nmodel = torch.compile(torch.nn.Linear(2, 2))",
 ])
 def test_the_source_check_accepts_ordinary_notebook_code(source):
     """Does everyday code (the setup cell, printing sys.version, seeding) pass the tampering scan?"""
     assert tamper(source) == []
+
+
+def test_code_too_deep_to_read_counts_as_tampering_instead_of_crashing_the_grader():
+    """A 1000-term expression (or one deeper than the parser goes) cannot hide a call from the scan."""
+    for terms in (1_000, 100_000):
+        source = "def conv2d_forward(a):\n    return " + " + ".join(["a"] * terms)
+        found = scan([("celda 1", source)], (CONV_RULE,))
+        assert [e.kind for e in found.tamper] == [UNREADABLE]
+        assert "demasiado anidado" in found.tamper[0].render()
 
 
 def test_a_rule_is_not_run_until_a_watched_call_returns():
@@ -244,7 +287,7 @@ def test_a_broken_rule_voids_its_grade_cell_and_nothing_else(demo_course, tmp_pa
     subs = tmp_path / "subs"
     subs.mkdir()
     write(with_cells(solution, "def double(x):\n    return x + x"), subs / "adds.ipynb")
-    write(with_cells(solution, "import gc"), subs / "tampers.ipynb")
+    write(with_cells(solution, "import threading"), subs / "tampers.ipynb")
     write(with_cells(solution, "def double(x):\n    return x.mul(2)"), subs / "honest.ipynb")
     results = grade(demo_course, "demo", [subs], tmp_path / "out", workers=1)
     adds = results["adds"]
@@ -260,7 +303,7 @@ def test_a_broken_rule_voids_its_grade_cell_and_nothing_else(demo_course, tmp_pa
     assert "«double»" in adds["output"]
     rules = results["tampers"]["extra_data"]["rules"]
     assert results["tampers"]["score"] == 2 and rules[0]["status"] == "violated"
-    assert rules[0]["evidence"][0]["what"] == "gc" and "celda 9, línea 1" in rules[0]["evidence"][0]["how"]
+    assert rules[0]["evidence"][0]["what"] == "threading" and "celda 9, línea 1" in rules[0]["evidence"][0]["how"]
     assert results["honest"]["score"] == 4
 
 

@@ -126,6 +126,8 @@ SHORTCUTS = {
         "autograd", {"relu", "two_layer_net"}),
     "softmax_is_torch_softmax": Shortcut(
         "def softmax(logits):\n    return torch.softmax(logits, dim=-1)", "`F.softmax`", {"softmax"}),
+    "softmax_is_the_tensor_method": Shortcut(  # `.softmax` is also the student's own name: only the recorder sees it
+        "def softmax(logits):\n    return logits.softmax(dim=-1)", "`F.softmax`", {"softmax"}),
     "cross_entropy_gradient_by_backward": Shortcut(
         "def softmax_cross_entropy(logits, y):\n"
         "    z = logits.detach().clone().requires_grad_()\n"
@@ -200,7 +202,7 @@ SHORTCUTS = {
     "pairwise_is_cdist": Shortcut(
         "def pairwise_sq_distances(X, Y):\n    return torch.cdist(X, Y) ** 2", "`torch.cdist`", {"vectorized"}),
     "recording_switched_off_anywhere": Shortcut(
-        "import inspect", "", {"linear", "relu", "softmax", "cross_entropy", "two_layer_net", "optim", "autograd",
+        "import inspect\nframe = inspect.currentframe()", "", {"linear", "relu", "softmax", "cross_entropy", "two_layer_net", "optim", "autograd",
                                "vectorized"}),
 }
 
@@ -267,6 +269,15 @@ def test_each_shortcut_loses_its_whole_part(results, name):
     """Does a right answer through a forbidden built-in (or with the recording switched off) cost exactly its
     parts, every check of them, with the rule saying why, while every case still computed the right values?"""
     expect_shortcut_voids(results[f"shortcut_{name}"], SHORTCUTS[name])
+
+
+def test_the_recorder_alone_catches_what_the_source_hides(results):
+    """`logits.softmax` in a function itself called `softmax` is no evidence in the source; does the record of
+    what ran still void the part?"""
+    rules = results["shortcut_softmax_is_the_tensor_method"]["extra_data"]["rules"]
+    rule = next(r for r in rules if r["grade_id"] == "softmax")
+    assert rule["status"] == "violated"
+    assert {(e["kind"], e["how"]) for e in rule["evidence"]} == {("forbidden", "al llamar a tu código")}
 
 
 @pytest.mark.parametrize("name", ALTERNATIVES)

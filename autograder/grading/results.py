@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 
 from .. import __version__
 from ..plugin import NO_GPU
-from ..rules import RuleVerdict
+from ..rules import PASSED, RuleVerdict
 from .scoring import NOT_RUN, CheckScore, grade_cell_scores
 from .session import CellRecord
 
@@ -159,7 +159,7 @@ def _rule_entry(verdict: RuleVerdict) -> dict:
         "name": verdict.rule.title,
         "score": 0.0,
         "max_score": 0.0,
-        "status": "failed" if verdict.violated else "passed",
+        "status": "passed" if verdict.status == PASSED else "failed",
         "output": verdict.message() or "Se cumple.",
         "visibility": "visible",
         "tags": [verdict.rule.grade_id, "by_hand"],

@@ -2,16 +2,17 @@
 
 A watched request (see `autograder.rules`) runs under `OpRecorder`, a torch dispatch
 mode: every aten operation the call executes passes through it, however the student
-reached it (an alias, a helper, `getattr`, a module). It notes the forbidden ones,
-and whether the autograd engine executed anything (the operation runs inside a
-graph task, or the engine's entry point was called: `backward`, `autograd.grad` and
-`torch.func` all go through it). After the call a canary operation proves the
-recorder was still in place.
+reached it (an alias, a helper, `getattr`, a module). It notes the forbidden ones, and
+whether automatic differentiation ran: an operation executed inside the autograd
+engine's graph task, or a call to the entry points every form of it goes through
+(`_engine_run_backward` for `.backward()`, `torch.autograd.grad` and `torch.func`'s
+reverse mode; `enter_dual_level` for forward mode, `jvp` and `jacfwd`). After the call
+a canary operation proves the recorder was still in place, and the entry points must
+still be the recorder's.
 
-The report is untrusted data for the grader: a submission that switches the
-recording off is caught by the source check (`autograder.sourcecheck`) in the
-trusted process. This module imports torch lazily: the dispatcher imports it only
-for watched requests.
+The report is untrusted data for the grader: a submission that switches the recording
+off is caught by the source check (`autograder.sourcecheck`) in the trusted process.
+The dispatcher imports this module only for watched requests (the zygote preloads it).
 """
 
 from __future__ import annotations
@@ -20,10 +21,15 @@ from typing import Any, Callable
 
 import torch
 import torch.autograd
+import torch.autograd.forward_ad
 from torch.utils._python_dispatch import TorchDispatchMode, _get_current_dispatch_mode
 
 _graph_task_id: Callable[[], int] = getattr(torch._C, "_current_graph_task_id", lambda: -1)
 RECORD_FUNCTION = "_record_function_enter_new"
+#: Where every form of automatic differentiation starts (module, attribute), when this torch has it.
+AUTOGRAD_ENTRY_POINTS = [(module, name) for module, name in (
+    (torch.autograd, "_engine_run_backward"), (torch.autograd.forward_ad, "enter_dual_level"))
+    if hasattr(module, name)]
 
 
 class OpRecorder(TorchDispatchMode):
@@ -52,15 +58,21 @@ class OpRecorder(TorchDispatchMode):
             self.autograd_seen = True
         return func(*args, **(kwargs or {}))
 
+    def _counted(self, function: Callable) -> Callable:
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.autograd_seen = True
+            return function(*args, **kwargs)
+
+        return counted
+
     def run(self, call: Callable[[], Any]) -> Any:
         """`call()` under the recorder; what it returns or raises passes through unchanged."""
-        engine = getattr(torch.autograd, "_engine_run_backward", None)
-        if self.autograd and engine is not None:
-            def counted(*args: Any, **kwargs: Any) -> Any:
-                self.autograd_seen = True
-                return engine(*args, **kwargs)
-
-            torch.autograd._engine_run_backward = counted
+        hooks = []  # (module, name, original, wrapper)
+        if self.autograd:
+            for module, name in AUTOGRAD_ENTRY_POINTS:
+                original = getattr(module, name)
+                hooks.append((module, name, original, self._counted(original)))
+                setattr(module, name, hooks[-1][3])
         self.__enter__()
         try:
             return call()
@@ -75,9 +87,9 @@ class OpRecorder(TorchDispatchMode):
                 self.__exit__(None, None, None)
             except BaseException:  # the mode stack was tampered with
                 self.intact = False
-            if self.autograd and engine is not None:
-                self.intact = self.intact and torch.autograd._engine_run_backward is counted
-                torch.autograd._engine_run_backward = engine
+            for module, name, original, wrapper in hooks:
+                self.intact = self.intact and getattr(module, name) is wrapper
+                setattr(module, name, original)
 
     def report(self) -> dict:
         return {"hits": sorted(self.hits), "autograd": self.autograd_seen, "intact": self.intact}

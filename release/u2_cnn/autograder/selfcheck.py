@@ -95,6 +95,7 @@ def _points(checks_dir: Path) -> dict:
 def format_report(grade_id: str, run, *, points: dict | None) -> str:
     """The report as Markdown: one line per check with its device cases, failures indented below."""
     from .plugin import check_score
+    from .rules import RAN
 
     if run.errors:
         return "No se pudieron cargar las comprobaciones:\n\n" + "\n".join(f"    {e}" for e in run.errors)
@@ -123,6 +124,9 @@ def format_report(grade_id: str, run, *, points: dict | None) -> str:
         broken = broken or verdict.violated
     if broken:
         earned = 0.0
+        if any(e.how != RAN for v in run.verdicts for e in v.evidence):
+            lines += ["", "(Se lee el código de todas las celdas que ejecutaste en esta sesión: si ya lo corregiste, "
+                          "reinicia el kernel y vuelve a ejecutar todo.)"]
     lines += ["", f"Puntos de estas comprobaciones públicas: **{earned:g} de {total:g}**."]
     if points and points["points"] > points["public"]:
         hidden = points["points"] - points["public"]

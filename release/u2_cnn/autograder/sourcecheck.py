@@ -2,16 +2,20 @@
 
 Two scans over the cells' Python (after IPython's transform; `%%time` bodies included):
 
-* per rule (`autograder.rules.ByHand`): the last definition of each covered name, as
-  execution leaves it, and every top-level definition it reaches by name (helpers,
+* per rule (`autograder.rules.ByHand`): the definitions of each covered name, as
+  execution leaves them, and every top-level definition they reach by name (helpers,
   aliases such as `c = F.conv2d`, imports) are searched for the forbidden names:
   attributes (`F.conv2d`, `loss.backward`), imported names, unbound global names and
-  strings (`getattr(F, "conv2d")`). Names the student defines (functions, methods,
-  classes) are never taken for a torch built-in of the same name.
-* everywhere: attempts to switch the operation recording off or to run code it cannot
-  see: torch internals (`torch._C`, dispatch and function modes), the grader's own
-  modules, dynamic code (`exec`, `eval`, `__import__`, `pickle`), frames and interpreter
-  internals, other threads and processes.
+  strings (`getattr(F, "conv2d")`). A name's definitions are those of the last top-level
+  statement that binds it (every branch of an `if` or `try` counts), plus whatever later
+  patches it (`TwoLayerNet.loss = f`, `setattr`, a `global` assignment in a function).
+  A name the student defines (a function, method or class) is never taken for a torch
+  built-in of the same name, unless it is reached through torch itself (`torch.softmax`).
+* everywhere: attempts to get around the operation recorder or to run code this scan
+  cannot read: torch internals (`torch._C`, dispatch and function modes), the grader's
+  own modules, dynamic code (`exec`, `eval`, `__import__`, unpickling), frames and
+  interpreter internals (`sys.modules`, `gc.get_objects`), other threads and processes,
+  and any of these reached through another module (`torch.sys`).
 
 This runs in the trusted process when grading and inside the notebook for `check(...)`;
 it imports only the standard library.
@@ -22,35 +26,46 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass, field
 
-from .rules import ByHand, Evidence
+from .rules import FORBIDDEN, TAMPER, UNREADABLE, ByHand, Evidence
 
-#: Modules whose use could hide work from the recorder or reach into the grader.
-TAMPER_MODULES = frozenset({
-    "gc", "ctypes", "cffi", "inspect", "importlib", "builtins", "threading", "_thread", "multiprocessing",
-    "concurrent", "asyncio", "subprocess", "pickle", "dill", "marshal", "runpy", "code", "codeop", "dis",
+#: Modules a notebook may not use at all: each runs code the recorder or this scan cannot see.
+BANNED_MODULES = frozenset({
+    "ctypes", "cffi", "importlib", "builtins", "threading", "_thread", "multiprocessing", "concurrent", "asyncio",
+    "subprocess", "runpy", "code", "codeop", "marshal", "dill",
 })
+#: Attributes of otherwise ordinary modules that reach the interpreter, frames, or other processes.
+BANNED_MODULE_ATTRIBUTES = {
+    "sys": frozenset({"modules", "meta_path", "path_hooks", "_getframe", "_current_frames", "settrace",
+                      "setprofile"}),
+    "os": frozenset({"fork", "forkpty", "system", "popen", "posix_spawn", "posix_spawnp", "execv", "execve",
+                     "execl", "execle", "execlp", "execvp", "execvpe", "spawnv", "spawnve", "spawnl", "spawnle"}),
+    "gc": frozenset({"get_objects", "get_referrers", "get_referents"}),
+    "inspect": frozenset({"currentframe", "stack", "trace", "getouterframes", "getinnerframes", "getframeinfo",
+                          "getclosurevars"}),
+    "pickle": frozenset({"load", "loads", "Unpickler"}),
+    "torch": frozenset({"library", "overrides"}),
+}
+#: Modules nobody reaches through another module (`torch.sys`, `np.os`) except to hide it.
+REEXPORTED = BANNED_MODULES | set(BANNED_MODULE_ATTRIBUTES) - {"torch"}
 #: Attributes that reach interpreter internals, frames, or the recorder's machinery, on any object.
 TAMPER_ATTRIBUTES = frozenset({
     "__globals__", "__code__", "__closure__", "__subclasses__", "__builtins__", "__bases__", "__base__", "__mro__",
     "__self__", "__func__", "__getattribute__", "__loader__", "__spec__",
     "f_back", "f_globals", "f_locals", "f_builtins", "f_code", "tb_frame", "gi_frame", "cr_frame", "ag_frame",
-    "_getframe", "_current_frames", "settrace", "setprofile",
-    "TorchDispatchMode", "TorchFunctionMode", "overrides", "_python_dispatch", "_C", "_disable_current_modes",
-    "_pop_mode", "_push_mode", "_engine_run_backward", "_execution_engine",
+    "_getframe", "_current_frames", "TorchDispatchMode", "TorchFunctionMode", "_python_dispatch", "_C",
+    "_disable_current_modes", "_pop_mode", "_push_mode", "_engine_run_backward", "_execution_engine",
+    "enter_dual_level",
 })
-#: Built-in functions that run code the source check cannot read.
-TAMPER_BUILTINS = frozenset({"exec", "eval", "compile", "__import__", "breakpoint", "__builtins__"})
-#: Attributes of these modules that reach the interpreter or start processes.
-TAMPER_MODULE_ATTRIBUTES = {
-    "sys": frozenset({"modules", "meta_path", "path_hooks"}),
-    "os": frozenset({"fork", "forkpty", "system", "popen", "posix_spawn", "posix_spawnp", "execv", "execve",
-                     "execl", "execle", "execlp", "execvp", "execvpe", "spawnv", "spawnve", "spawnl", "spawnle"}),
-    "torch": frozenset({"compile", "library"}),
-}
+#: Built-in functions that run code this scan cannot read, or rebind names it cannot follow.
+TAMPER_BUILTINS = frozenset({"exec", "eval", "compile", "__import__", "breakpoint", "__builtins__", "globals"})
+#: Private torch helpers that people writing layers by hand use (`_pair`, fan-in): they reach no internals.
+HARMLESS_PRIVATE_TORCH = ("torch.nn.modules.utils", "torch.nn.init")
+#: The grader's modules a notebook may use: data generators and the setup cell's `check`.
+ALLOWED_GRADER_PATHS = ("autograder.checklib", "autograder.selfcheck.make_check")
 #: Libraries whose attributes are never the student's own functions, whatever the student names theirs.
 LIBRARIES = frozenset({"torch", "functorch", "numpy", "scipy"})
-#: The grader's modules a notebook may use: data generators and the setup cell's `check`.
-ALLOWED_GRADER_MODULES = ("autograder.checklib", "autograder.selfcheck")
+#: Calls inside a covered definition that run its code where the recorder does not look.
+UNRECORDED = frozenset({"torch.compile"})
 
 
 @dataclass
@@ -80,30 +95,34 @@ class _Unit:
 
 @dataclass(frozen=True)
 class _Binding:
-    """A top-level name: what bound it last."""
+    """Something that gives a top-level name its value: a def/class, an assigned value, an import."""
 
     unit: _Unit
-    node: ast.AST  # a def/class, an assignment's statement, or an import
-    alias: ast.alias | None = None
+    node: ast.AST  # what to read
+    statement: int  # the top-level statement it belongs to: a later statement's bindings replace it
+    alias: ast.alias | None = None  # for imports: the imported name
 
 
 def scan(cells: list[tuple[str, str]], rules: tuple[ByHand, ...]) -> Findings:
     """Read `cells` ((label, Python source) in execution order) for tampering and for each rule."""
-    units = _parse(cells)
-    program = _Program(units)
-    findings = Findings(tamper=program.tamper())
-    for rule in rules:
-        findings.by_rule[rule] = program.rule_findings(rule)
+    try:
+        program = _Program(_parse(cells))
+        findings = Findings(tamper=program.tamper())
+        for rule in rules:
+            findings.by_rule[rule] = program.rule_findings(rule)
+    except (RecursionError, MemoryError):  # code too deep to read could hide anything
+        return Findings(tamper=[Evidence(UNREADABLE)])
     return findings
 
 
 def _parse(cells: list[tuple[str, str]]) -> list[_Unit]:
+    """The cells that compile; a syntax error never ran either (an unreadably deep cell raises RecursionError)."""
     units = []
     for label, source in cells:
         try:
             tree = ast.parse(source)
-        except (SyntaxError, ValueError, RecursionError, MemoryError):
-            continue  # it never ran either
+        except (SyntaxError, ValueError):
+            continue
         unit = _Unit(label, tree, tuple(source.splitlines()))
         units.append(unit)
         units += _magic_bodies(unit)
@@ -121,7 +140,7 @@ def _magic_bodies(unit: _Unit) -> list[_Unit]:
         body = node.args[-1].value
         try:
             tree = ast.parse(body)
-        except (SyntaxError, ValueError, RecursionError, MemoryError):
+        except (SyntaxError, ValueError):
             continue
         offset = node.lineno if node.func.attr == "run_cell_magic" else node.lineno - 1
         bodies.append(_Unit(unit.label, tree, tuple(body.splitlines()), offset))
@@ -138,59 +157,117 @@ def _module_statements(body: list[ast.stmt]):
             yield from _module_statements(getattr(statement, name, []) or [])
         for handler in getattr(statement, "handlers", []) or []:
             yield from _module_statements(handler.body)
+        for case in getattr(statement, "cases", []) or []:
+            yield from _module_statements(case.body)
 
 
-def _dotted(module: str | None, name: str | None = None) -> list[str]:
-    parts = (module or "").split(".") if module else []
-    return parts + ([name] if name else [])
+def _target_names(target: ast.AST) -> list[str]:
+    """The names an assignment target binds (`a`, `a, (b, *c)`); attributes and subscripts bind none."""
+    if isinstance(target, ast.Name):
+        return [target.id]
+    if isinstance(target, (ast.Tuple, ast.List)):
+        return [name for element in target.elts for name in _target_names(element)]
+    if isinstance(target, ast.Starred):
+        return _target_names(target.value)
+    return []
+
+
+def _patched_name(target: ast.AST) -> str | None:
+    """The name whose object an assignment target patches: `Net.loss = f` and `Net.params["W"] = w` patch Net."""
+    while isinstance(target, (ast.Attribute, ast.Subscript)):
+        target = target.value
+    return target.id if isinstance(target, ast.Name) else None
 
 
 class _Program:
-    """The submission's top-level bindings and the names it defines itself."""
+    """The submission's top-level bindings, its import aliases, and the names it defines itself."""
 
     def __init__(self, units: list[_Unit]) -> None:
         self.units = units
-        self.bindings: dict[str, _Binding] = {}
+        self.bindings: dict[str, list[_Binding]] = {}
         self.defined: set[str] = set()  # every function, method and class name the student wrote
         self.modules: dict[str, str] = {}  # alias -> module path, from every import anywhere
+        serial = 0
         for unit in units:
-            for statement in _module_statements(unit.tree.body):
-                self._bind(unit, statement)
+            for top in unit.tree.body:
+                serial += 1
+                for statement in _module_statements([top]):
+                    self._bind(unit, statement, serial)
             for node in ast.walk(unit.tree):
                 if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
                     self.defined.add(node.name)
+                    self._bind_globals(unit, node, serial)
                 elif isinstance(node, ast.Import):
                     for alias in node.names:
-                        if alias.asname:
-                            self.modules[alias.asname] = alias.name
-                        else:
-                            self.modules[alias.name.split(".")[0]] = alias.name.split(".")[0]
-                elif isinstance(node, ast.ImportFrom) and node.module:
+                        root = alias.name.split(".")[0]
+                        self.modules[alias.asname or root] = alias.name if alias.asname else root
+                elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
                     for alias in node.names:
                         self.modules[alias.asname or alias.name] = f"{node.module}.{alias.name}"
 
-    def _bind(self, unit: _Unit, statement: ast.stmt) -> None:
+    def _add(self, name: str, binding: _Binding, *, patch: bool = False) -> None:
+        """A new statement's binding replaces the old ones; bindings of one statement, and patches, add up."""
+        known = self.bindings.get(name, [])
+        if patch or (known and known[-1].statement == binding.statement):
+            self.bindings[name] = [*known, binding]
+        else:
+            self.bindings[name] = [binding]
+
+    def _bind(self, unit: _Unit, statement: ast.stmt, serial: int) -> None:
+        def bind(name: str, node: ast.AST, *, patch: bool = False, alias: ast.alias | None = None) -> None:
+            self._add(name, _Binding(unit, node, serial, alias), patch=patch)
+
         if isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            self.bindings[statement.name] = _Binding(unit, statement)
+            bind(statement.name, statement)
         elif isinstance(statement, (ast.Import, ast.ImportFrom)):
             for alias in statement.names:
-                bound = alias.asname or alias.name.split(".")[0]
-                if bound != "*":
-                    self.bindings[bound] = _Binding(unit, statement, alias)
-        elif isinstance(statement, (ast.Assign, ast.AnnAssign, ast.AugAssign, ast.For, ast.AsyncFor, ast.With,
-                                    ast.AsyncWith)):
-            targets = statement.targets if isinstance(statement, ast.Assign) else [
-                getattr(statement, "target", None), *[i.optional_vars for i in getattr(statement, "items", [])]]
+                if alias.name != "*":
+                    bind(alias.asname or alias.name.split(".")[0], statement, alias=alias)
+        elif isinstance(statement, (ast.Assign, ast.AnnAssign, ast.AugAssign)) and statement.value is not None:
+            targets = statement.targets if isinstance(statement, ast.Assign) else [statement.target]
             for target in targets:
-                for node in ast.walk(target) if target is not None else ():
-                    if isinstance(node, ast.Name):
-                        self.bindings[node.id] = _Binding(unit, statement)
+                for name in _target_names(target):
+                    bind(name, statement.value, patch=isinstance(statement, ast.AugAssign))
+                patched = _patched_name(target)
+                if patched and not isinstance(target, ast.Name):
+                    bind(patched, statement.value, patch=True)
+        elif isinstance(statement, (ast.For, ast.AsyncFor)):
+            for name in _target_names(statement.target):
+                bind(name, statement.iter)
+        elif isinstance(statement, (ast.With, ast.AsyncWith)):
+            for item in statement.items:
+                for name in _target_names(item.optional_vars) if item.optional_vars is not None else ():
+                    bind(name, item.context_expr)
+        elif (isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Call)
+              and isinstance(statement.value.func, ast.Name) and statement.value.func.id == "setattr"
+              and statement.value.args and isinstance(statement.value.args[0], ast.Name)):
+            bind(statement.value.args[0].id, statement.value, patch=True)  # setattr(Net, "loss", f)
 
-    def module_of(self, node: ast.AST) -> str | None:
-        """The module path an attribute chain's root name was imported as (`F` -> torch.nn.functional)."""
-        while isinstance(node, ast.Attribute):
-            node = node.value
-        return self.modules.get(node.id) if isinstance(node, ast.Name) else None
+    def _bind_globals(self, unit: _Unit, function: ast.AST, serial: int) -> None:
+        """`global f` in a function that then defines or assigns `f`: that code may become `f`."""
+        if isinstance(function, ast.ClassDef):
+            return
+        names = {n for node in ast.walk(function) if isinstance(node, ast.Global) for n in node.names}
+        for node in ast.walk(function) if names else ():
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name in names:
+                self._add(node.name, _Binding(unit, node, serial), patch=True)
+            elif isinstance(node, ast.Assign):
+                for name in {n for t in node.targets for n in _target_names(t)} & names:
+                    self._add(name, _Binding(unit, node.value, serial), patch=True)
+
+    def path_of(self, node: ast.AST) -> str | None:
+        """The dotted path an expression names when it starts at an imported module: `F.conv2d` ->
+        `torch.nn.functional.conv2d`, `getattr(torch, "sys")` -> `torch.sys`; None otherwise."""
+        if isinstance(node, ast.Name):
+            return self.modules.get(node.id)
+        if isinstance(node, ast.Attribute):
+            base = self.path_of(node.value)
+            return f"{base}.{node.attr}" if base else None
+        name = _constant_getattr(node)
+        if name is not None:
+            base = self.path_of(node.args[0])
+            return f"{base}.{name}" if base else None
+        return None
 
     # Rules -------------------------------------------------------------------------
 
@@ -200,26 +277,26 @@ class _Program:
         queue, seen = list(rule.names), set()
         while queue:
             name = queue.pop()
-            if name in seen or name not in self.bindings:
+            if name in seen:
                 continue
             seen.add(name)
-            binding = self.bindings[name]
-            if binding.alias is not None:  # reached an import: `from torch.nn.functional import conv2d as c`
-                found += self._import_hits(binding.unit, binding.node, labels, [binding.alias])
-                continue
-            walker = _RuleWalker(self, binding.unit, labels)
-            walker.visit(binding.node)
-            found += walker.found
-            queue += sorted(walker.free - seen)
+            for binding in self.bindings.get(name, []):
+                if binding.alias is not None:  # reached an import: `from torch.nn.functional import conv2d as c`
+                    found += self._import_hits(binding.unit, binding.node, labels, [binding.alias])
+                    continue
+                walker = _RuleWalker(self, binding.unit, labels)
+                walker.visit(binding.node)
+                found += walker.found
+                queue += sorted(walker.free - seen)
         return found
 
     def _import_hits(self, unit: _Unit, node: ast.AST, labels: dict[str, str], aliases) -> list[Evidence]:
         module = node.module if isinstance(node, ast.ImportFrom) else None
         hits = []
         for alias in aliases:
-            for part in _dotted(module, alias.name) if module else _dotted(alias.name):
+            for part in [*(module or "").split("."), *alias.name.split(".")]:
                 if part in labels:
-                    hits.append(Evidence(labels[part], unit.where(node), part))
+                    hits.append(Evidence(FORBIDDEN, unit.where(node), part, labels[part]))
                     break
         return hits
 
@@ -231,60 +308,75 @@ class _Program:
             for node in ast.walk(unit.tree):
                 what = self._tamper(node)
                 if what:
-                    found.append(Evidence("", unit.where(node), what))
+                    found.append(Evidence(TAMPER, unit.where(node), what))
         return found
 
     def _tamper(self, node: ast.AST) -> str | None:
         if isinstance(node, ast.Import):
-            return next((a.name for a in node.names if _tampering_module(_dotted(a.name))), None)
+            return next((a.name for a in node.names if _banned_path(a.name)), None)
         if isinstance(node, ast.ImportFrom):
             if node.level:
-                return "import relativo"
-            return next((f"{node.module}.{a.name}" for a in node.names
-                         if _tampering_module(_dotted(node.module, a.name))), None)
+                return ast.unparse(node)
+            return next((f"{node.module}.{a.name}" for a in node.names if _banned_path(f"{node.module}.{a.name}")),
+                        None)
         if isinstance(node, ast.Attribute):
-            return self._tamper_attribute(node.value, node.attr)
+            return self._tamper_attribute(node, node.attr)
         if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
-            if node.id in TAMPER_BUILTINS and node.id not in self.defined:
-                return node.id
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.args:
-            function, target = node.func.id, node.args[0]
-            if function in ("getattr", "setattr", "delattr", "hasattr") and len(node.args) >= 2:
-                name = node.args[1]
-                if isinstance(name, ast.Constant) and isinstance(name.value, str):
-                    return self._tamper_attribute(target, name.value)
-                if self.module_of(target):
-                    return f"{function}({ast.unparse(target)}, <nombre calculado>)"
-            if function == "vars" and self.module_of(target):
-                return f"vars({ast.unparse(target)})"
+            return node.id if node.id in TAMPER_BUILTINS and node.id not in self.defined else None
+        if not isinstance(node, ast.Call):
+            return None
+        if any(k.arg == "weights_only" and not (isinstance(k.value, ast.Constant) and k.value.value is True)
+               for k in node.keywords):
+            return "weights_only=False"  # torch.load unpickling code this scan cannot read
+        name = _constant_getattr(node)
+        if name is not None:
+            return self._tamper_attribute(node, name)
+        if isinstance(node.func, ast.Name) and node.args and self.path_of(node.args[0]):
+            function = node.func.id
+            if function in ("getattr", "setattr", "delattr", "hasattr"):
+                return f"{function}({ast.unparse(node.args[0])}, <nombre calculado>)"
+            if function == "vars":
+                return f"vars({ast.unparse(node.args[0])})"
         return None
 
-    def _tamper_attribute(self, base: ast.AST, attr: str) -> str | None:
+    def _tamper_attribute(self, node: ast.AST, attr: str) -> str | None:
+        """`node` reads attribute `attr` (an `ast.Attribute`, or a `getattr` with a constant name)."""
         if attr in TAMPER_ATTRIBUTES:
             return attr
-        module = self.module_of(base)
-        if module is None:
+        path = self.path_of(node)
+        if path is None:
             return None
-        root = module.split(".")[0]
-        if attr in TAMPER_MODULE_ATTRIBUTES.get(root, ()) or (root == "torch" and attr.startswith("_")):
-            return f"{module}.{attr}"
-        if attr == "__dict__" or _tampering_module(_dotted(module, attr)):
-            return f"{module}.{attr}"
-        return None
+        return path if attr == "__dict__" or _banned_path(path) else None
 
 
-def _tampering_module(parts: list[str]) -> bool:
-    """Does an import path reach the grader, torch internals, or a module that hides work?"""
-    if not parts:
-        return False
+def _constant_getattr(node: ast.AST) -> str | None:
+    """The attribute name of `getattr(x, "name")`-like calls with a constant name."""
+    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+            and node.func.id in ("getattr", "setattr", "delattr", "hasattr") and len(node.args) >= 2
+            and isinstance(node.args[1], ast.Constant) and isinstance(node.args[1].value, str)):
+        return node.args[1].value
+    return None
+
+
+def _banned_path(path: str) -> bool:
+    """Does a dotted path (an import, or an attribute chain from an imported module) reach the grader,
+    torch internals, or something that hides work from the recorder?"""
+    parts = path.split(".")
     root = parts[0]
     if root == "autograder":
-        path = ".".join(parts)
-        return not any(path == allowed or path.startswith(allowed + ".") for allowed in ALLOWED_GRADER_MODULES)
-    if root == "torch":
-        return any(p.startswith("_") or p in ("overrides", "library") for p in parts[1:])
-    return root in TAMPER_MODULES or (root in TAMPER_MODULE_ATTRIBUTES and len(parts) > 1
-                                      and parts[1] in TAMPER_MODULE_ATTRIBUTES[root])
+        return not any(path == allowed or path.startswith(allowed + ".") for allowed in ALLOWED_GRADER_PATHS) \
+            or any(p in REEXPORTED for p in parts[1:])
+    if root in BANNED_MODULES or any(p in REEXPORTED for p in parts[1:]):
+        return True
+    if len(parts) > 1 and parts[1] in BANNED_MODULE_ATTRIBUTES.get(root, ()):
+        return True
+    if root == "torch" and not path.startswith(HARMLESS_PRIVATE_TORCH):
+        return any(_private(p) or p in BANNED_MODULE_ATTRIBUTES["torch"] for p in parts[1:])
+    return False
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
 
 
 class _RuleWalker(ast.NodeVisitor):
@@ -302,11 +394,10 @@ class _RuleWalker(ast.NodeVisitor):
         """`library`: the name is an attribute of an imported library module (`torch.softmax`), so it is the
         built-in even when the student also defines a function of that name."""
         if name in self.labels and (library or name not in self.program.defined):
-            self.found.append(Evidence(self.labels[name], self.unit.where(node), name))
+            self.found.append(Evidence(FORBIDDEN, self.unit.where(node), name, self.labels[name]))
 
     def _scoped(self, node: ast.AST, parameters: ast.arguments | None) -> None:
-        bound = _bound_names(node, parameters)
-        self.scopes.append(bound)
+        self.scopes.append(_bound_names(node, parameters))
         for child in ast.iter_child_nodes(node):
             if child is not parameters:
                 self.visit(child)
@@ -324,9 +415,6 @@ class _RuleWalker(ast.NodeVisitor):
     def visit_Lambda(self, node: ast.Lambda) -> None:
         self._scoped(node, node.args)
 
-    def visit_ClassDef(self, node: ast.ClassDef) -> None:
-        self.generic_visit(node)
-
     def visit_Name(self, node: ast.Name) -> None:
         if not isinstance(node.ctx, ast.Load) or any(node.id in scope for scope in self.scopes):
             return
@@ -336,8 +424,10 @@ class _RuleWalker(ast.NodeVisitor):
             self._hit(node, node.id)  # e.g. after `from torch.nn.functional import *`
 
     def visit_Attribute(self, node: ast.Attribute) -> None:
-        module = self.program.module_of(node.value)
-        self._hit(node, node.attr, library=module is not None and module.split(".")[0] in LIBRARIES)
+        path = self.program.path_of(node)
+        if path in UNRECORDED:
+            self.found.append(Evidence(TAMPER, self.unit.where(node), path))
+        self._hit(node, node.attr, library=path is not None and path.split(".")[0] in LIBRARIES)
         self.generic_visit(node)
 
     def visit_Import(self, node: ast.Import) -> None:
@@ -356,7 +446,7 @@ class _RuleWalker(ast.NodeVisitor):
 
 
 def _bound_names(node: ast.AST, parameters: ast.arguments | None) -> set[str]:
-    """Names a function binds locally: parameters, assignments, imports, nested definitions."""
+    """Names a function binds locally: parameters, assignments, imports, handlers, nested definitions."""
     bound: set[str] = set()
     if parameters is not None:
         for arg in [*parameters.posonlyargs, *parameters.args, *parameters.kwonlyargs,
@@ -373,6 +463,12 @@ def _bound_names(node: ast.AST, parameters: ast.arguments | None) -> set[str]:
             bound.add(child.name)
         elif isinstance(child, (ast.Import, ast.ImportFrom)):
             bound.update(a.asname or a.name.split(".")[0] for a in child.names)
+        elif isinstance(child, ast.ExceptHandler) and child.name:
+            bound.add(child.name)
+        elif isinstance(child, (ast.MatchAs, ast.MatchStar)) and child.name:
+            bound.add(child.name)
+        elif isinstance(child, ast.MatchMapping) and child.rest:
+            bound.add(child.rest)
         elif isinstance(child, ast.Global):
             declared_global.update(child.names)
         elif isinstance(child, ast.arg):

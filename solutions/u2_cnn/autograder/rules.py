@@ -86,23 +86,39 @@ def _join(items: list[str], last: str) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + f" {last} " + items[-1]
 
 
+FORBIDDEN, TAMPER, ALTERED, UNREADABLE = "forbidden", "tamper", "altered", "unreadable"
+
+
 @dataclass(frozen=True)
 class Evidence:
-    """One reason a rule is broken: which forbidden thing, seen how, and where."""
+    """One reason a rule is broken.
 
-    forbidden: str  # Forbidden.label, or "" for an attempt to switch the recording off
-    how: str  # RAN, or where in the source: "en la celda 3, línea 7 (`return F.conv2d(x, w)`)"
-    what: str = ""  # what matched: "se ejecutó `convolution`" (RAN), or the name in the source: "conv2d"
+    FORBIDDEN: a forbidden built-in, seen running (`how` is RAN) or in the source;
+    TAMPER: something in the source that could get around the recording;
+    ALTERED: the worker's report shows the recording was switched off;
+    UNREADABLE: the source is too deeply nested to read.
+    """
+
+    kind: str
+    how: str = ""  # RAN, or where in the source: "en la celda 3, línea 7 (`return F.conv2d(x, w)`)"
+    what: str = ""  # "se ejecutó `convolution`" (RAN), or the name or path matched in the source
+    forbidden: str = ""  # the Forbidden.label it betrays
 
     def render(self) -> str:
-        if self.forbidden and self.how == RAN:
+        if self.kind == FORBIDDEN and self.how == RAN:
             return f"usa {self.forbidden}: {self.what} {self.how}."
-        if self.forbidden:
+        if self.kind == FORBIDDEN:
             return f"usa {self.forbidden}: `{self.what}` {self.how}."
-        if self.how == RAN:
-            return "el registro de operaciones con el que se verifican las reglas se alteró al ejecutarse."
-        return (f"usa `{self.what}` {self.how}, que permitiría sortear el registro de operaciones con el que se "
-                "verifican las reglas; no se acepta en este notebook.")
+        if self.kind == TAMPER:
+            return (f"usa `{self.what}` {self.how}, que permitiría sortear el registro de operaciones con el que "
+                    "se verifican las reglas; no se acepta en este notebook.")
+        if self.kind == ALTERED:
+            return "el registro de operaciones con el que se verifican las reglas se alteró al llamar a tu código."
+        return ("tu notebook tiene código demasiado anidado para leerlo, así que no se pueden verificar las "
+                "reglas; simplifícalo.")
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "how": self.how, "what": self.what, "forbidden": self.forbidden}
 
 
 PASSED, VIOLATED, NOT_RUN = "passed", "violated", "not_run"
@@ -123,8 +139,8 @@ class RuleVerdict:
         if self.status == PASSED:
             return ""
         if self.status == NOT_RUN:
-            return ("No se pudo verificar todavía: las comprobaciones no llegaron a ejecutar tu código "
-                    "sin errores. Se verifica en cuanto funcione.")
+            return ("No se pudo verificar: ninguna comprobación llegó a ejecutar tu código sin errores. "
+                    "La regla se verifica cuando tu código funciona.")
         lines = [f"- {e.render()}" for e in dict.fromkeys(self.evidence)]
         tail = f" En su lugar: {self.rule.instead}." if self.rule.instead else ""
         return ("\n".join(lines) + f"\n\nPor eso la parte «{self.rule.grade_id}» vale 0 puntos mientras no se cumpla "
@@ -132,7 +148,7 @@ class RuleVerdict:
 
     def to_dict(self) -> dict:
         return {"grade_id": self.rule.grade_id, "names": list(self.rule.names), "status": self.status,
-                "evidence": [{"forbidden": e.forbidden, "how": e.how, "what": e.what} for e in self.evidence]}
+                "evidence": [e.to_dict() for e in self.evidence]}
 
 
 class RuleWatch:
@@ -172,15 +188,15 @@ class RuleWatch:
         for rule in rules:
             found = self._runtime.setdefault(rule, [])
             if not intact:
-                found.append(Evidence("", RAN))
+                found.append(Evidence(ALTERED, RAN))
                 continue
             if completed:
                 self._reported.add(rule)
             for forbidden in rule.forbid:
                 for op in sorted(hits & forbidden.ops):
-                    found.append(Evidence(forbidden.label, RAN, f"se ejecutó `{op}`"))
+                    found.append(Evidence(FORBIDDEN, RAN, f"se ejecutó `{op}`", forbidden.label))
                 if forbidden.autograd and autograd:
-                    found.append(Evidence(forbidden.label, RAN, "el motor de autograd calculó gradientes"))
+                    found.append(Evidence(FORBIDDEN, RAN, "el motor de autograd calculó gradientes", forbidden.label))
 
     def verdicts(self) -> list[RuleVerdict]:
         from .sourcecheck import scan

@@ -26,7 +26,8 @@ AUTOGRAD = Forbidden(
 SOFTMAX = Forbidden(
     "`F.softmax`", "ni `torch.softmax`, `F.log_softmax` ni `nn.Softmax`",
     ops=_names("_softmax _log_softmax softmax log_softmax _safe_softmax _softmax_backward_data "
-               "_log_softmax_backward_data special_softmax special_log_softmax"),
+               "_log_softmax_backward_data special_softmax special_log_softmax _sparse_softmax _sparse_log_softmax "
+               "_sparse_softmax_backward_data _sparse_log_softmax_backward_data _masked_softmax"),
     names=_names("softmax log_softmax softmin Softmax LogSoftmax Softmin Softmax2d"),
 )
 
