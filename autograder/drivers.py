@@ -161,29 +161,56 @@ class CharLM(nn.Module):
         return torch.stack(logits, dim=1)
 
 
-def train_char_lm(lstm_cell: Callable, clip_gradients: Callable, corpus: torch.Tensor, vocab_size: int, hidden: int,
-                  steps: int, seq_len: int, batch_size: int, lr: float, theta: float, seed: int) -> dict:
-    """Train `CharLM` with SGD on random windows of `corpus` (token ids), truncated backpropagation through
-    time over each window, and the student's `clip_gradients` on every step; the trained weights and losses."""
-    generator = torch.Generator().manual_seed(seed)
-    model = CharLM(lstm_cell, vocab_size, hidden, generator).to(corpus.device)
-    parameters = list(model.parameters())
-    losses = []
-    for _ in range(steps):
-        starts = torch.randint(0, len(corpus) - seq_len - 1, (batch_size,), generator=generator).tolist()
-        window = torch.stack([corpus[s:s + seq_len + 1] for s in starts])  # (N, T + 1)
-        logits = model(window[:, :-1])
-        loss = F.cross_entropy(logits.reshape(-1, vocab_size), window[:, 1:].reshape(-1))
-        model.zero_grad(set_to_none=True)
-        loss.backward()
-        clipped = clip_gradients([p.grad for p in parameters], theta)
-        if len(clipped) != len(parameters):
-            raise ValueError("`clip_gradients` debe devolver un tensor por gradiente")
-        with torch.no_grad():
-            for p, g in zip(parameters, clipped):
-                p -= lr * g
-        losses.append(float(loss.detach()))
-    return {"state": {name: p.detach().clone() for name, p in model.named_parameters()}, "losses": losses}
+class CharLMTrainer:
+    """`CharLM` trained with SGD on random windows of `corpus` (token ids): truncated backpropagation through
+    time over each window, and the student's `clip_gradients` on every step. It stays in the worker: the check
+    gets a ref and trains in chunks (`char_lm_steps`), so no single call runs long."""
+
+    def __init__(self, lstm_cell: Callable, clip_gradients: Callable, corpus: torch.Tensor, vocab_size: int,
+                 hidden: int, seq_len: int, batch_size: int, lr: float, theta: float, seed: int) -> None:
+        self.generator = torch.Generator().manual_seed(seed)
+        self.model = CharLM(lstm_cell, vocab_size, hidden, self.generator).to(corpus.device)
+        self.clip_gradients, self.corpus, self.vocab_size = clip_gradients, corpus, vocab_size
+        self.seq_len, self.batch_size, self.lr, self.theta = seq_len, batch_size, lr, theta
+
+    def steps(self, count: int) -> list[float]:
+        parameters = list(self.model.parameters())
+        losses = []
+        for _ in range(count):
+            starts = torch.randint(0, len(self.corpus) - self.seq_len - 1, (self.batch_size,),
+                                   generator=self.generator).tolist()
+            window = torch.stack([self.corpus[s:s + self.seq_len + 1] for s in starts])  # (N, T + 1)
+            logits = self.model(window[:, :-1])                                          # (N, T, V)
+            loss = F.cross_entropy(logits.reshape(-1, self.vocab_size), window[:, 1:].reshape(-1))
+            self.model.zero_grad(set_to_none=True)
+            loss.backward()
+            clipped = self.clip_gradients([p.grad for p in parameters], self.theta)
+            if len(clipped) != len(parameters):
+                raise ValueError("`clip_gradients` debe devolver un tensor por gradiente")
+            with torch.no_grad():
+                for p, g in zip(parameters, clipped):
+                    p -= self.lr * g
+            losses.append(float(loss.detach()))
+        return losses
+
+
+def make_char_lm_trainer(lstm_cell: Callable, clip_gradients: Callable, corpus: torch.Tensor, vocab_size: int,
+                         hidden: int, seq_len: int, batch_size: int, lr: float, theta: float,
+                         seed: int) -> CharLMTrainer:
+    return CharLMTrainer(lstm_cell, clip_gradients, corpus, vocab_size, hidden, seq_len, batch_size, lr, theta, seed)
+
+
+def char_lm_steps(trainer: CharLMTrainer, count: int) -> list[float]:
+    if type(trainer) is not CharLMTrainer:
+        raise TypeError("char_lm_steps needs a CharLMTrainer made by make_char_lm_trainer")
+    return trainer.steps(count)
+
+
+def char_lm_state(trainer: CharLMTrainer) -> dict:
+    """The trained weights W_x, W_h, b, W_hq, b_q, as plain tensors."""
+    if type(trainer) is not CharLMTrainer:
+        raise TypeError("char_lm_state needs a CharLMTrainer made by make_char_lm_trainer")
+    return {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
 
 
 class SequenceClassifier(nn.Module):
@@ -213,6 +240,7 @@ def build_sequence_classifier(positional: type, block: type, vocab_size: int, nu
 DRIVERS: dict[str, Callable] = {
     fn.__name__: fn for fn in (
         module_state, trainable_parameters, load_module_state, forward_backward, make_trainer, train_steps,
-        build_small_resnet, build_resnet18, vjp, train_char_lm, build_sequence_classifier,
+        build_small_resnet, build_resnet18, vjp, make_char_lm_trainer, char_lm_steps, char_lm_state,
+        build_sequence_classifier,
     )
 }

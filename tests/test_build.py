@@ -3,13 +3,16 @@
 import filecmp
 import json
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from conftest import REPO, build, copy_course, run_cli
 
-COURSE_ASSIGNMENTS = ("u1_backprop", "u2_cnn")
+COURSE_ASSIGNMENTS = ("u1_backprop", "u2_cnn", "u3_attention")
 
 
 def tree(root: Path) -> dict[str, bytes]:
@@ -111,3 +114,28 @@ def test_unknown_assignments_are_reported(demo_course):
     """Does a typo in the assignment id give a clear error listing the known ones?"""
     done = run_cli("--course", str(demo_course.root), "build", "dmeo")
     assert done.returncode == 2 and "unknown assignment 'dmeo'" in done.stderr and "demo" in done.stderr
+
+
+SELF_CONTAINED = """
+import json, sys
+notebook = json.load(open(sys.argv[1]))
+setup = next(c for c in notebook["cells"] if c["metadata"].get("nbgrader", {}).get("grade_id") == "setup")
+exec("".join(setup["source"]), {})
+import autograder, importlib
+assert autograder.__file__.startswith(sys.argv[2]), autograder.__file__
+for name in ("test_public", "common"):
+    importlib.import_module(f"autograder.checks.{sys.argv[3]}.{name}")
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("assignment", COURSE_ASSIGNMENTS)
+def test_the_release_runs_its_setup_and_public_checks_with_only_its_own_files(assignment, tmp_path):
+    """With only the released folder (no installed grader), do the setup cell and the public check modules
+    import, all from the vendored runtime?"""
+    folder = tmp_path / assignment
+    shutil.copytree(REPO / "release" / assignment, folder, ignore=shutil.ignore_patterns("__pycache__"))
+    done = subprocess.run([sys.executable, "-c", SELF_CONTAINED, str(folder / f"{assignment}.ipynb"),
+                           str(folder / "autograder"), assignment], capture_output=True, text=True, cwd=folder,
+                          env={"PYTHONPATH": str(folder), "MPLBACKEND": "Agg"}, timeout=300)
+    assert done.stdout.strip() == "ok", done.stderr[-2000:]

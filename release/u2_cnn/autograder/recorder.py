@@ -17,6 +17,7 @@ The dispatcher imports this module only for watched requests (the zygote preload
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Callable
 
 import torch
@@ -33,12 +34,15 @@ AUTOGRAD_ENTRY_POINTS = [(module, name) for module, name in (
 
 
 class OpRecorder(TorchDispatchMode):
-    """Notes forbidden aten operations (by overload-packet name) and autograd activity."""
+    """Notes forbidden aten operations (by overload-packet name), calls of forbidden torch functions that
+    never reach the dispatcher as one operation (`nn.LSTMCell`, `clip_grad_norm_`: see `FunctionWatch`),
+    and autograd activity."""
 
-    def __init__(self, ops: frozenset[str], *, autograd: bool) -> None:
+    def __init__(self, ops: frozenset[str], *, autograd: bool, functions: frozenset[str] = frozenset()) -> None:
         super().__init__()
         self.ops = ops
         self.autograd = autograd
+        self.functions = FunctionWatch(functions) if functions else None
         self.hits: set[str] = set()
         self.autograd_seen = False
         self.count = 0
@@ -73,33 +77,80 @@ class OpRecorder(TorchDispatchMode):
                 original = getattr(module, name)
                 hooks.append((module, name, original, self._counted(original)))
                 setattr(module, name, hooks[-1][3])
+        if self.functions is not None:
+            sys.setprofile(self.functions.profile)
         self.__enter__()
         try:
             return call()
         finally:
+            intact = True
+            if self.functions is not None:
+                intact = sys.getprofile() == self.functions.profile
+                sys.setprofile(None)
+                self.hits |= self.functions.hits
             before = self.count
             try:
                 torch.empty(0)  # canary: the recorder must still see operations
-                self.intact = self.count > before and _get_current_dispatch_mode() is self
+                intact = intact and self.count > before and _get_current_dispatch_mode() is self
             except BaseException:
-                self.intact = False
+                intact = False
             try:
                 self.__exit__(None, None, None)
             except BaseException:  # the mode stack was tampered with
-                self.intact = False
+                intact = False
             for module, name, original, wrapper in hooks:
-                self.intact = self.intact and getattr(module, name) is wrapper
+                intact = intact and getattr(module, name) is wrapper
                 setattr(module, name, original)
+            self.intact = intact
 
     def report(self) -> dict:
         return {"hits": sorted(self.hits), "autograd": self.autograd_seen, "intact": self.intact}
 
 
+class FunctionWatch:
+    """A profile hook that notes calls of forbidden torch functions, by where their code lives.
+
+    Entries: "torch/nn/modules/rnn.py" (any function of that file), "torch/nn/modules/activation.py:
+    MultiheadAttention.forward" (one qualified name in it), "torch.lstm_cell" (a builtin of torch). A
+    profile hook sees every Python and C call however the function was reached, aliases included.
+    """
+
+    def __init__(self, entries: frozenset[str]) -> None:
+        self.files = {e for e in entries if "/" in e and ":" not in e}
+        self.qualified = {tuple(e.split(":", 1)) for e in entries if "/" in e and ":" in e}
+        self.builtins = {e.split(".", 1)[1]: e for e in entries if "/" not in e}
+        self.hits: set[str] = set()
+        self._codes: dict[Any, str | None] = {}
+
+    def _match(self, code: Any) -> str | None:
+        path = code.co_filename.replace("\\", "/")
+        for file in self.files:
+            if path.endswith(file):
+                return file
+        for file, name in self.qualified:
+            if path.endswith(file) and getattr(code, "co_qualname", code.co_name) == name:
+                return f"{file}:{name}"
+        return None
+
+    def profile(self, frame: Any, event: str, arg: Any) -> None:
+        if event == "call":
+            code = frame.f_code
+            hit = self._codes.get(code, False)
+            if hit is False:
+                hit = self._codes[code] = self._match(code)
+            if hit:
+                self.hits.add(hit)
+        elif event == "c_call" and self.builtins:
+            entry = self.builtins.get(getattr(arg, "__name__", None))
+            if entry and str(getattr(arg, "__module__", "") or "").startswith("torch"):
+                self.hits.add(entry)
+
 def recorder_for(spec: object) -> OpRecorder | None:
     """The recorder a request's `watch` field asks for (None when it asks for none or is malformed)."""
     if not isinstance(spec, dict):
         return None
-    ops, autograd = spec.get("ops"), spec.get("autograd")
-    if not (isinstance(ops, list) and all(isinstance(op, str) for op in ops) and isinstance(autograd, bool)):
+    ops, autograd, functions = spec.get("ops"), spec.get("autograd"), spec.get("functions", [])
+    if not (isinstance(ops, list) and all(isinstance(op, str) for op in ops) and isinstance(autograd, bool)
+            and isinstance(functions, list) and all(isinstance(f, str) for f in functions)):
         return None
-    return OpRecorder(frozenset(ops), autograd=autograd)
+    return OpRecorder(frozenset(ops), autograd=autograd, functions=frozenset(functions))

@@ -37,9 +37,11 @@ RAN = "al llamar a tu código"
 class Forbidden:
     """A torch built-in (or mechanism) that does the graded work, and how to recognise it.
 
-    `ops` are aten overload-packet names seen at the dispatcher ("convolution"); `names`
-    are identifiers that betray it in the source (attributes, imported names, strings);
-    `autograd` forbids any operation executed by the autograd engine.
+    `ops` are aten overload-packet names seen at the dispatcher ("convolution");
+    `functions` are torch functions that reach the dispatcher only as ordinary operations
+    (`nn.LSTMCell` on CPU, `clip_grad_norm_`), recorded by where their code lives (see
+    `recorder.FunctionWatch`); `names` are identifiers that betray it in the source
+    (attributes, imported names, strings); `autograd` forbids automatic differentiation.
     """
 
     label: str  # short, as the notebooks' rule tables write it: "`F.conv2d`"
@@ -47,6 +49,7 @@ class Forbidden:
     ops: frozenset[str] = frozenset()
     names: frozenset[str] = frozenset()
     autograd: bool = False
+    functions: frozenset[str] = frozenset()
 
     def describe(self) -> str:
         return f"{self.label} ({self.detail})" if self.detail else self.label
@@ -80,6 +83,10 @@ class ByHand:
     @property
     def autograd(self) -> bool:
         return any(f.autograd for f in self.forbid)
+
+    @property
+    def functions(self) -> frozenset[str]:
+        return frozenset().union(*(f.functions for f in self.forbid))
 
 
 def _join(items: list[str], last: str) -> str:
@@ -176,7 +183,11 @@ class RuleWatch:
         rules = self._covering(roots)
         if not rules:
             return None
-        return {"ops": sorted(frozenset().union(*(r.ops for r in rules))), "autograd": any(r.autograd for r in rules)}
+        spec = {"ops": sorted(frozenset().union(*(r.ops for r in rules))), "autograd": any(r.autograd for r in rules)}
+        functions = frozenset().union(*(r.functions for r in rules))
+        if functions:
+            spec["functions"] = sorted(functions)
+        return spec
 
     def observe(self, roots: frozenset[str], report: object, *, completed: bool) -> None:
         """Record a watched call's report; a missing or malformed one is itself evidence of tampering.
@@ -195,6 +206,8 @@ class RuleWatch:
             for forbidden in rule.forbid:
                 for op in sorted(hits & forbidden.ops):
                     found.append(Evidence(FORBIDDEN, RAN, f"se ejecutó `{op}`", forbidden.label))
+                for function in sorted(hits & forbidden.functions):
+                    found.append(Evidence(FORBIDDEN, RAN, f"se llamó a {_function_shown(function)}", forbidden.label))
                 if forbidden.autograd and autograd:
                     found.append(Evidence(FORBIDDEN, RAN, "el motor de autograd calculó gradientes", forbidden.label))
 
@@ -213,6 +226,15 @@ class RuleWatch:
                 status = PASSED if rule in self._reported else NOT_RUN
             verdicts.append(RuleVerdict(rule, status, evidence))
         return verdicts
+
+
+def _function_shown(entry: str) -> str:
+    """A `Forbidden.functions` entry as students read it: "`torch.lstm_cell`", "`MultiheadAttention.forward`",
+    "código de `torch/nn/modules/rnn.py`"."""
+    if "/" not in entry:
+        return f"`{entry}`"
+    file, _, name = entry.partition(":")
+    return f"`{name}` (de `{file}`)" if name else f"código de `{file}`"
 
 
 def _parse_report(report: object) -> tuple[frozenset[str], bool, bool]:

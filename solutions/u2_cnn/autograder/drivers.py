@@ -109,9 +109,138 @@ def build_resnet18(num_classes: int) -> nn.Module:
     return resnet18(weights=None, num_classes=num_classes)
 
 
+def vjp(fn: Callable, args: list, wrt: list[int], cotangents: list, kwargs: dict | None = None) -> dict:
+    """`outputs = fn(*args)`, then autograd of `sum(<output_i, cotangent_i>)` with respect to `args[i]` for i in
+    `wrt` (the other arguments stay constant). `fn` is a student function or module; its outputs may be a
+    tensor or a tuple of tensors, with `cotangents` one per output (None to leave one out).
+
+    Returns the outputs (detached), the gradients of the `wrt` arguments, and, for a module, its parameters'.
+    """
+    args = list(args)
+    for i in wrt:
+        args[i] = args[i].detach().requires_grad_()
+    if isinstance(fn, nn.Module):
+        fn.zero_grad(set_to_none=True)
+    outputs = fn(*args, **(kwargs or {}))
+    flat = list(outputs) if isinstance(outputs, (tuple, list)) else [outputs]
+    pairs = [(o, c) for o, c in zip(flat, cotangents) if c is not None]
+    if len(cotangents) != len(flat):
+        raise ValueError(f"se esperaban {len(cotangents)} salidas y hubo {len(flat)}")
+    torch.autograd.backward([o for o, _ in pairs], [c for _, c in pairs])
+    result = {"outputs": [o.detach() for o in flat],
+              "grads": [None if args[i].grad is None else args[i].grad.detach() for i in wrt]}
+    if isinstance(fn, nn.Module):
+        result["parameter_grads"] = {name: None if p.grad is None else p.grad.detach().clone()
+                                     for name, p in fn.named_parameters()}
+    return result
+
+
+class CharLM(nn.Module):
+    """d2l's character-level language model around a student's `lstm_cell`: one-hot inputs, the cell's
+    weights W_x (V, 4H), W_h (H, 4H), b (4H,) and an output layer W_hq (H, V), b_q (V,)."""
+
+    def __init__(self, lstm_cell: Callable, vocab_size: int, hidden: int, generator: torch.Generator) -> None:
+        super().__init__()
+        self.lstm_cell, self.vocab_size, self.hidden = lstm_cell, vocab_size, hidden
+
+        def normal(*shape: int) -> nn.Parameter:
+            return nn.Parameter(0.1 * torch.randn(*shape, generator=generator))
+
+        self.W_x, self.W_h, self.b = normal(vocab_size, 4 * hidden), normal(hidden, 4 * hidden), normal(4 * hidden)
+        self.W_hq, self.b_q = normal(hidden, vocab_size), nn.Parameter(torch.zeros(vocab_size))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        # tokens (N, T) -> logits (N, T, V)
+        N, T = tokens.shape
+        h = c = torch.zeros(N, self.hidden, device=tokens.device)
+        inputs = F.one_hot(tokens, self.vocab_size).float()
+        logits = []
+        for t in range(T):
+            h, c = self.lstm_cell(inputs[:, t], h, c, self.W_x, self.W_h, self.b)
+            logits.append(h @ self.W_hq + self.b_q)
+        return torch.stack(logits, dim=1)
+
+
+class CharLMTrainer:
+    """`CharLM` trained with SGD on random windows of `corpus` (token ids): truncated backpropagation through
+    time over each window, and the student's `clip_gradients` on every step. It stays in the worker: the check
+    gets a ref and trains in chunks (`char_lm_steps`), so no single call runs long."""
+
+    def __init__(self, lstm_cell: Callable, clip_gradients: Callable, corpus: torch.Tensor, vocab_size: int,
+                 hidden: int, seq_len: int, batch_size: int, lr: float, theta: float, seed: int) -> None:
+        self.generator = torch.Generator().manual_seed(seed)
+        self.model = CharLM(lstm_cell, vocab_size, hidden, self.generator).to(corpus.device)
+        self.clip_gradients, self.corpus, self.vocab_size = clip_gradients, corpus, vocab_size
+        self.seq_len, self.batch_size, self.lr, self.theta = seq_len, batch_size, lr, theta
+
+    def steps(self, count: int) -> list[float]:
+        parameters = list(self.model.parameters())
+        losses = []
+        for _ in range(count):
+            starts = torch.randint(0, len(self.corpus) - self.seq_len - 1, (self.batch_size,),
+                                   generator=self.generator).tolist()
+            window = torch.stack([self.corpus[s:s + self.seq_len + 1] for s in starts])  # (N, T + 1)
+            logits = self.model(window[:, :-1])                                          # (N, T, V)
+            loss = F.cross_entropy(logits.reshape(-1, self.vocab_size), window[:, 1:].reshape(-1))
+            self.model.zero_grad(set_to_none=True)
+            loss.backward()
+            clipped = self.clip_gradients([p.grad for p in parameters], self.theta)
+            if len(clipped) != len(parameters):
+                raise ValueError("`clip_gradients` debe devolver un tensor por gradiente")
+            with torch.no_grad():
+                for p, g in zip(parameters, clipped):
+                    p -= self.lr * g
+            losses.append(float(loss.detach()))
+        return losses
+
+
+def make_char_lm_trainer(lstm_cell: Callable, clip_gradients: Callable, corpus: torch.Tensor, vocab_size: int,
+                         hidden: int, seq_len: int, batch_size: int, lr: float, theta: float,
+                         seed: int) -> CharLMTrainer:
+    return CharLMTrainer(lstm_cell, clip_gradients, corpus, vocab_size, hidden, seq_len, batch_size, lr, theta, seed)
+
+
+def char_lm_steps(trainer: CharLMTrainer, count: int) -> list[float]:
+    if type(trainer) is not CharLMTrainer:
+        raise TypeError("char_lm_steps needs a CharLMTrainer made by make_char_lm_trainer")
+    return trainer.steps(count)
+
+
+def char_lm_state(trainer: CharLMTrainer) -> dict:
+    """The trained weights W_x, W_h, b, W_hq, b_q, as plain tensors."""
+    if type(trainer) is not CharLMTrainer:
+        raise TypeError("char_lm_state needs a CharLMTrainer made by make_char_lm_trainer")
+    return {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
+
+
+class SequenceClassifier(nn.Module):
+    """Embedding, the student's `PositionalEncoding` and `TransformerEncoderBlock`, mean over positions, linear."""
+
+    def __init__(self, positional: type, block: type, vocab_size: int, num_hiddens: int, ffn_num_hiddens: int,
+                 num_heads: int, num_classes: int) -> None:
+        super().__init__()
+        self.num_hiddens = num_hiddens
+        self.embedding = nn.Embedding(vocab_size, num_hiddens)
+        self.positional = positional(num_hiddens, 0.0)
+        self.block = block(num_hiddens, ffn_num_hiddens, num_heads, 0.0)
+        self.head = nn.Linear(num_hiddens, num_classes)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        # tokens (N, T) -> logits (N, num_classes); embeddings scaled by sqrt(d) as in d2l
+        X = self.positional(self.embedding(tokens) * self.num_hiddens ** 0.5)
+        return self.head(self.block(X).mean(dim=1))
+
+
+def build_sequence_classifier(positional: type, block: type, vocab_size: int, num_hiddens: int,
+                              ffn_num_hiddens: int, num_heads: int, num_classes: int, seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    return SequenceClassifier(positional, block, vocab_size, num_hiddens, ffn_num_hiddens, num_heads, num_classes)
+
+
 DRIVERS: dict[str, Callable] = {
     fn.__name__: fn for fn in (
         module_state, trainable_parameters, load_module_state, forward_backward, make_trainer, train_steps,
-        build_small_resnet, build_resnet18,
+        build_small_resnet, build_resnet18, vjp, make_char_lm_trainer, char_lm_steps, char_lm_state,
+        build_sequence_classifier,
     )
 }

@@ -99,3 +99,65 @@ BATCH_NORM = Forbidden(
                  "InstanceNorm1d InstanceNorm2d InstanceNorm3d layer_norm LayerNorm group_norm GroupNorm",
                  "rms_norm RMSNorm native_batch_norm native_layer_norm"),
 )
+
+# Recurrent layers reach the dispatcher as ordinary matrix products on CPU: their functions are recorded too.
+_RECURRENT_OPS = _names(
+    "rnn_tanh rnn_relu rnn_tanh_cell rnn_relu_cell lstm lstm_cell gru gru_cell _thnn_fused_lstm_cell",
+    "_thnn_fused_gru_cell _thnn_fused_lstm_cell_backward_impl _thnn_fused_gru_cell_backward cudnn_rnn _cudnn_rnn",
+    "_cudnn_rnn_backward miopen_rnn miopen_rnn_backward mkldnn_rnn_layer mkldnn_rnn_layer_backward",
+    "quantized_lstm_cell quantized_gru_cell quantized_rnn_tanh_cell quantized_rnn_relu_cell",
+)
+_RECURRENT_FUNCTIONS = frozenset({"torch/nn/modules/rnn.py"}) | frozenset(
+    f"torch.{name}" for name in ("rnn_tanh", "rnn_relu", "rnn_tanh_cell", "rnn_relu_cell", "lstm", "lstm_cell",
+                                 "gru", "gru_cell", "_thnn_fused_lstm_cell", "_thnn_fused_gru_cell"))
+_RECURRENT_NAMES = _names("RNN RNNCell RNNBase LSTM LSTMCell GRU GRUCell rnn_tanh rnn_relu rnn_tanh_cell",
+                          "rnn_relu_cell lstm_cell gru_cell")
+
+RNN_LAYERS = Forbidden(
+    "`nn.RNN`", "ni `nn.RNNCell`, `nn.LSTM`, `nn.GRU` ni las funciones recurrentes de torch (`torch.rnn_tanh`, ...)",
+    ops=_RECURRENT_OPS, functions=_RECURRENT_FUNCTIONS, names=_RECURRENT_NAMES,
+)
+
+LSTM_LAYERS = Forbidden(
+    "`nn.LSTMCell`", "ni `nn.LSTM`, las otras capas recurrentes ni `torch.lstm_cell`",
+    ops=_RECURRENT_OPS, functions=_RECURRENT_FUNCTIONS, names=_RECURRENT_NAMES,
+)
+
+CLIP_GRAD = Forbidden(
+    "`clip_grad_norm_`", "ni `clip_grad_value_` ni las otras funciones de `torch.nn.utils.clip_grad`",
+    ops=_names("_foreach_norm"),
+    functions=frozenset({"torch/nn/utils/clip_grad.py"}),
+    names=_names("clip_grad_norm_ clip_grad_norm clip_grad_value_ clip_grads_with_norm_ get_total_norm clip_grad"),
+)
+
+_SDPA_OPS = _names(
+    "scaled_dot_product_attention _scaled_dot_product_attention_math _scaled_dot_product_attention_math_for_mps",
+    "_scaled_dot_product_flash_attention _scaled_dot_product_flash_attention_for_cpu",
+    "_scaled_dot_product_flash_attention_backward _scaled_dot_product_flash_attention_for_cpu_backward",
+    "_scaled_dot_product_efficient_attention _scaled_dot_product_efficient_attention_backward",
+    "_scaled_dot_product_cudnn_attention _scaled_dot_product_cudnn_attention_backward",
+    "_scaled_dot_product_fused_attention_overrideable _scaled_dot_product_fused_attention_overrideable_backward",
+    "_fused_sdp_choice _efficient_attention_forward _efficient_attention_backward _flash_attention_forward",
+    "_flash_attention_backward _native_multi_head_attention _transformer_encoder_layer_fwd _safe_softmax",
+)
+
+SDPA = Forbidden(
+    "`F.scaled_dot_product_attention`", "ni `nn.MultiheadAttention` ni `F.multi_head_attention_forward`",
+    ops=_SDPA_OPS,
+    functions=frozenset({"torch/nn/modules/activation.py:MultiheadAttention.forward",
+                         "torch/nn/functional.py:multi_head_attention_forward", "torch.scaled_dot_product_attention"}),
+    names=_names("scaled_dot_product_attention MultiheadAttention multi_head_attention_forward"),
+)
+
+MULTIHEAD = Forbidden(
+    "`nn.MultiheadAttention`", "ni `F.multi_head_attention_forward` ni `F.scaled_dot_product_attention`",
+    ops=SDPA.ops, functions=SDPA.functions, names=SDPA.names,
+)
+
+TRANSFORMER_LAYERS = Forbidden(
+    "`nn.TransformerEncoderLayer`", "ni `nn.TransformerEncoder`, `nn.Transformer`, `nn.MultiheadAttention` ni "
+                                    "`F.scaled_dot_product_attention`",
+    ops=SDPA.ops, functions=SDPA.functions | frozenset({"torch/nn/modules/transformer.py"}),
+    names=SDPA.names | _names("Transformer TransformerEncoder TransformerEncoderLayer TransformerDecoder",
+                              "TransformerDecoderLayer"),
+)
