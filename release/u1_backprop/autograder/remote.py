@@ -36,8 +36,8 @@ _watching: contextvars.ContextVar[bool] = contextvars.ContextVar("watching", def
 
 @contextlib.contextmanager
 def unwatched():
-    """Calls made inside skip the by-hand rules' recorder. Only for the timed repeats of a speed check: the
-    recorder's cost per operation would distort the ratio, and the same function's other calls are watched."""
+    """Calls made inside skip the by-hand rules' recorder: for speed checks (the recorder's cost per operation
+    would distort the ratio) and long trainings, whose functions other, watched calls of the same run check."""
     token = _watching.set(False)
     try:
         yield

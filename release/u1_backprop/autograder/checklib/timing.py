@@ -6,8 +6,9 @@ repeats (load drift hits both alike). The reference's inputs and output go throu
 the same wire codec a call to the student pays for (trusted code, so it cannot be
 slowed down from the worker), which keeps the ratio about compute on any device.
 The student's result on the timed inputs is verified too, so a fast wrong answer
-earns nothing. The first call is watched by the by-hand rules like any other; the timed
-repeats are not, because the recorder's cost per operation would distort the ratio.
+earns nothing. Speed checks run outside the by-hand rules' recorder, whose cost per
+operation would distort the ratio: a check that times a function must come with correctness
+checks of the same function, whose calls are watched.
 A hopeless first call ends the check early instead of burning time.
 """
 
@@ -62,21 +63,21 @@ def compare_speed(*, student: Callable[..., Any], reference: Callable[..., Any],
     def reference(*inputs: Any) -> Any:
         return copy_through_wire(plain_reference(*copy_through_wire(inputs)))
 
-    inputs = make_inputs()
-    reference_first, _ = _timed(reference, inputs, device)
-    student_first, result = _timed(student, inputs, device)
-    verify(result, inputs)
-    reference_times, student_times = [], []
-    if student_first <= HOPELESS_FACTOR * budget.max_ratio * max(reference_first, 1e-9):
-        with unwatched():  # the first call was watched for the by-hand rules; their recorder would skew times
+    with unwatched():  # the by-hand rules' recorder would skew the times; correctness checks watch these calls
+        inputs = make_inputs()
+        reference_first, _ = _timed(reference, inputs, device)
+        student_first, result = _timed(student, inputs, device)
+        verify(result, inputs)
+        reference_times, student_times = [], []
+        if student_first <= HOPELESS_FACTOR * budget.max_ratio * max(reference_first, 1e-9):
             for _ in range(budget.repeats):
                 inputs = make_inputs()
                 reference_times.append(_timed(reference, inputs, device)[0])
                 seconds, result = _timed(student, inputs, device)
                 student_times.append(seconds)
                 verify(result, inputs)  # every timed answer must be right, or skipping work would pay
-    else:
-        reference_times, student_times = [reference_first], [student_first]
+        else:
+            reference_times, student_times = [reference_first], [student_first]
     report = SpeedReport(
         ratio=statistics.median(student_times) / max(statistics.median(reference_times), 1e-9),
         student_seconds=statistics.median(student_times),
