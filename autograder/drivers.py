@@ -37,8 +37,10 @@ def trainable_parameters(model: nn.Module) -> dict:
 
 
 def load_module_state(model: nn.Module, state: dict) -> None:
-    """`model.load_state_dict(state, strict=True)`: the values are copied into the existing tensors."""
-    model.load_state_dict(state, strict=True)
+    """`model.load_state_dict(state, strict=True)`: the values are copied into the existing tensors. Buffers
+    registered with `persistent=False` (which `module_state` reports but `state_dict` leaves out) are skipped."""
+    transient = {name for name, _ in model.named_buffers()} - set(model.state_dict())
+    model.load_state_dict({k: v for k, v in state.items() if k not in transient}, strict=True)
 
 
 def forward_backward(model: nn.Module, x: torch.Tensor, dout: torch.Tensor) -> dict:

@@ -77,16 +77,17 @@ class OpRecorder(TorchDispatchMode):
                 original = getattr(module, name)
                 hooks.append((module, name, original, self._counted(original)))
                 setattr(module, name, hooks[-1][3])
-        if self.functions is not None:
-            sys.setprofile(self.functions.profile)
-        self.__enter__()
+        previous_profile = sys.getprofile()  # a student's own profiler, in the notebook
         try:
+            self.__enter__()
+            if self.functions is not None:
+                sys.setprofile(self.functions.profile)
             return call()
         finally:
             intact = True
             if self.functions is not None:
                 intact = sys.getprofile() == self.functions.profile
-                sys.setprofile(None)
+                sys.setprofile(previous_profile)
                 self.hits |= self.functions.hits
             before = self.count
             try:
@@ -144,6 +145,7 @@ class FunctionWatch:
             entry = self.builtins.get(getattr(arg, "__name__", None))
             if entry and str(getattr(arg, "__module__", "") or "").startswith("torch"):
                 self.hits.add(entry)
+
 
 def recorder_for(spec: object) -> OpRecorder | None:
     """The recorder a request's `watch` field asks for (None when it asks for none or is malformed)."""

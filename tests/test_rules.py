@@ -15,7 +15,7 @@ from autograder.remote import Client, LocalTransport, StudentNamespace
 from autograder.rules import NOT_RUN, PASSED, UNREADABLE, VIOLATED, ByHand, RuleWatch
 from autograder.sourcecheck import scan
 
-from conftest import build, copy_course, grade, with_cells, write
+from conftest import copy_course, grade, with_cells, write
 
 CATALOGUE = (AUTOGRAD, BATCH_NORM, CDIST, CLIP_GRAD, CONV, CROSS_ENTROPY, LSTM_LAYERS, MAX_POOL, MULTIHEAD, OPTIM,
              RNN_LAYERS, SDPA, SOFTMAX, TRANSFORMER_LAYERS)
@@ -228,6 +228,8 @@ CONV_RULE = ByHand("conv2d", names=("conv2d_forward",), forbid=(CONV, AUTOGRAD))
     "    conv2d_forward = torch.conv2d\ninstall()",
     # a function of the student's called conv2d does not hide torch's, reached through the module
     "import torch\ndef conv2d(x, w):\n    return torch.conv2d(x, w)\ndef conv2d_forward(x, w):\n    return conv2d(x, w)",
+    "import torch\ndef conv2d(x, w):\n    return getattr(torch, 'conv2d')(x, w)\n"
+    "def conv2d_forward(x, w):\n    return conv2d(x, w)",
 ])
 def test_the_source_check_finds_forbidden_names_through_aliases_and_helpers(source):
     """Do aliases, helpers, module-level assignments, strings, local imports, star imports and `%%time`

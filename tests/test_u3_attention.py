@@ -136,7 +136,7 @@ SHORTCUTS = {
     "lstm_cell_through_torch_lstm_cell": Shortcut(
         "def lstm_cell(x, h, c, W_x, W_h, b):\n"
         "    return torch.lstm_cell(x, (h, c), W_x.T, W_h.T, b, torch.zeros_like(b))",
-        "`nn.LSTMCell`", {"lstm"}),
+        "`nn.LSTMCell`", {"lstm", "language_model"}),
     "clip_gradients_through_clip_grad_norm": Shortcut(
         "def clip_gradients(grads, theta):\n"
         "    params = [torch.zeros_like(g, requires_grad=True) for g in grads]\n"
@@ -144,7 +144,7 @@ SHORTCUTS = {
         "        p.grad = g.clone()\n"
         "    torch.nn.utils.clip_grad_norm_(params, theta)\n"
         "    return [p.grad for p in params]",
-        "`clip_grad_norm_`", {"clipping"}),
+        "`clip_grad_norm_`", {"clipping", "language_model"}),
     "attention_through_f_scaled_dot_product_attention": Shortcut(
         "def scaled_dot_product_attention(queries, keys, values, valid_lens=None):\n"
         "    mask = None\n"
@@ -170,7 +170,7 @@ SHORTCUTS = {
         "    return torch.func.functional_call(mha, params, (queries, keys, values),\n"
         "                                      {'key_padding_mask': mask, 'need_weights': False})[0]\n"
         "MultiHeadAttention.forward = _builtin_forward",
-        "MultiheadAttention", {"multihead", "transformer"}),  # the block's rule forbids it too
+        "MultiheadAttention", {"multihead", "transformer", "classifier"}),  # the block's rule too
     "block_through_f_multi_head_attention_forward": Shortcut(
         "def _functional_forward(self, X, valid_lens=None):\n"
         "    a = self.attention\n"
@@ -184,10 +184,10 @@ SHORTCUTS = {
         "    Y = self.addnorm1(X, att.transpose(0, 1))\n"
         "    return self.addnorm2(Y, self.ffn(Y))\n"
         "TransformerEncoderBlock.forward = _functional_forward",
-        "`nn.TransformerEncoderLayer`", {"transformer"}),
+        "`nn.TransformerEncoderLayer`", {"transformer", "classifier"}),
     "recording_switched_off_anywhere": Shortcut(
         "import sys\nloaded = sorted(sys.modules)", "",
-        {"rnn", "lstm", "clipping", "attention", "multihead", "transformer"}),
+        {"rnn", "lstm", "clipping", "language_model", "attention", "multihead", "transformer", "classifier"}),
 }
 
 #: Correct solutions in other styles: each keeps full marks.
@@ -359,4 +359,4 @@ def test_the_solution_passes_its_public_checks_in_a_kernel_with_only_the_release
     assert len(checks) == 11
     for text in checks:
         assert "Comprobaciones públicas de" in text and "✘" not in text, text
-    assert sum("✔ Regla" in text for text in checks) == 6
+    assert sum(text.count("✔ Regla") for text in checks) == 8

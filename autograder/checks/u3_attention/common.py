@@ -292,10 +292,10 @@ def masked_softmax_case(student, X: torch.Tensor, valid_lens: torch.Tensor | Non
                 f"`masked_softmax` da peso a claves enmascaradas (hasta {leaked:.2g}; debe ser menor que $10^{{-6}}$)."
                 f" Pista: {MASK_HINT}")
     sums = got.detach().double().sum(dim=-1)
-    worst = float((sums - 1).abs().max())
-    if worst > 1e-6 * (1 if X.dtype == torch.float64 else 100):
-        raise CheckFailure(f"Las filas de `masked_softmax` no suman 1 (una suma {1 + worst:.4g} o "
-                           f"{1 - worst:.4g}). Pista: {MASK_HINT}")
+    farthest = float(sums.flatten()[(sums - 1).abs().argmax()])
+    if abs(farthest - 1) > 1e-6 * (1 if X.dtype == torch.float64 else 100):
+        raise CheckFailure(f"Las filas de `masked_softmax` no suman 1 (una fila suma {farthest:.6g}). "
+                           f"Pista: {MASK_HINT}")
     expect_close(got, expected, name="masked_softmax(X, valid_lens)", hint=MASK_HINT)
 
 
@@ -465,13 +465,12 @@ def reference_mha(weights: dict[str, torch.Tensor], num_heads: int, queries: tor
 
 def build_multihead(student, D: int, num_heads: int, bias: bool, device: str, *,
                     dropout: float = 0.0) -> tuple[RemoteRef, dict]:
-    model, state = build_student_module(
+    return build_student_module(
         student, "MultiHeadAttention", (D, num_heads, dropout, bias), mha_parameter_shapes(D, bias), device=device,
         hint="`W_q`, `W_k`, `W_v` y `W_o` son `nn.Linear(num_hiddens, num_hiddens, bias=bias)`, como en d2l.")
-    return model, state
 
 
-def mha_forward_case(student, model: RemoteRef, weights: dict, num_heads: int, queries: torch.Tensor,
+def mha_forward_case(model: RemoteRef, weights: dict, num_heads: int, queries: torch.Tensor,
                      keys: torch.Tensor, values: torch.Tensor, valid_lens: torch.Tensor | None, *,
                      name: str = "MultiHeadAttention(...)(queries, keys, values, valid_lens)") -> None:
     expected = reference_mha(weights, num_heads, queries, keys, values, valid_lens)
@@ -519,10 +518,10 @@ def reference_positional(max_len: int, num_hiddens: int, device="cpu") -> torch.
     return P
 
 
-def expect_near(actual: object, expected: torch.Tensor, *, name: str, atol: float, hint: str,
-                dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def expect_near(actual: object, expected: torch.Tensor, *, name: str, atol: float, hint: str) -> torch.Tensor:
     """Every entry within `atol` of the float64 `expected` (for float32 results of a float64 formula)."""
-    got = expect_tensor(actual, name=name, shape=expected.shape, dtype=dtype, device=expected.device).detach()
+    got = expect_tensor(actual, name=name, shape=expected.shape, dtype=torch.float32,
+                        device=expected.device).detach()
     diff = (got.double() - expected).abs()
     if not torch.isfinite(got).all():
         raise CheckFailure(f"`{name}` contiene NaN o infinitos. Pista: {hint}")
@@ -545,12 +544,17 @@ def positional_buffer(student, num_hiddens: int, max_len: int, device: str) -> t
                           name="PositionalEncoding(num_hiddens, dropout, max_len)")
     model.to(device)
     buffers = read_state(student, model, what=what)["buffers"]
-    if "P" not in buffers:
-        raise CheckFailure("`PositionalEncoding` no tiene un *buffer* `P`. Pista: guarda la tabla con "
-                           "`self.register_buffer(\"P\", P)`, así viaja con `.to(device)` y no se entrena.")
-    expect_tensor(buffers["P"], name="P", shape=(1, max_len, num_hiddens), dtype=torch.float32, device=device)
-    return expect_near(buffers["P"], reference_positional(max_len, num_hiddens, device), name="P", atol=PE_ATOL,
-                       hint=PE_HINT)
+    if "P" in buffers:
+        P = expect_tensor(buffers["P"], name="P", shape=(1, max_len, num_hiddens), dtype=torch.float32,
+                          device=device)
+    else:  # d2l keeps P as a plain attribute and moves it to X's device in `forward`: accepted, on any device
+        try:
+            P = model.P
+        except StudentError:
+            raise CheckFailure("`PositionalEncoding` no tiene la tabla `P`. Pista: guárdala con "
+                               "`self.register_buffer(\"P\", P)`, así viaja con `.to(device)` y no se entrena.") from None
+        P = expect_tensor(P, name="P", shape=(1, max_len, num_hiddens), dtype=torch.float32).to(device)
+    return expect_near(P, reference_positional(max_len, num_hiddens, device), name="P", atol=PE_ATOL, hint=PE_HINT)
 
 
 def positional_forward_case(student, rng: torch.Generator, num_hiddens: int, max_len: int, B: int, T: int,
@@ -564,9 +568,22 @@ def positional_forward_case(student, rng: torch.Generator, num_hiddens: int, max
     expected = X.double() + reference_positional(max_len, num_hiddens, device)[:, :T]
     first = expect_near(model(X), expected, name="PositionalEncoding(...)(X)", atol=PE_ATOL,
                         hint="la salida es `dropout(X + P[:, :T])`, con `T = X.shape[1]`; " + PE_HINT)
-    if dropout > 0 and not torch.equal(expect_tensor(model(X), name="PositionalEncoding(...)(X)"), first):
+    second = expect_tensor(model(X), name="PositionalEncoding(...)(X)", shape=first.shape, dtype=first.dtype,
+                           device=device)
+    if dropout > 0 and not torch.equal(second, first):
         raise CheckFailure("En modo `eval`, `PositionalEncoding` debe ser determinista: dos llamadas con la misma "
                            "`X` dieron resultados distintos. Pista: usa `nn.Dropout`, que en `eval` no hace nada.")
+
+
+def expect_dropout_active(model: RemoteRef, args: tuple, *, name: str, shape: tuple, device: str) -> None:
+    """In `train` mode with dropout 0.5, two calls on the same inputs must differ: the dropout is really there
+    (the block's formula puts it on each sublayer's output, before the sum)."""
+    model.train()
+    first, second = (expect_tensor(model(*args), name=name, shape=shape, device=device) for _ in range(2))
+    if torch.equal(first, second):
+        raise CheckFailure(f"Con `dropout=0.5`, en modo `train` `{name}` dio dos veces el mismo resultado: el "
+                           "*dropout* no se aplica. Pista: $\\mathrm{LN}(\\mathbf{X} + \\mathrm{dropout}(\\ldots))$: "
+                           "pasa la salida de cada subcapa por un `nn.Dropout` antes de la suma.")
 
 
 # --------------------------------------------------------------------------- transformer encoder block
@@ -723,7 +740,7 @@ def reference_char_lm(corpus: torch.Tensor, *, hidden: int, steps: int, seq_len:
 CLS_VOCAB, CLS_HIDDENS, CLS_FFN, CLS_HEADS, CLS_CLASSES = 8, 32, 64, 4, 2
 CLS_STEPS, CLS_CHUNK, CLS_BATCH, CLS_LR, CLS_CHECKPOINTS = 500, 100, 32, 3e-3, 3
 CLS_TRAIN, CLS_TEST = 2000, 1000
-CLS_TARGET = 0.85  # the best of the last three checkpoints of the solution: 0.92-1.0 (40 seeds)
+CLS_TARGET = 0.75  # the best of three checkpoints of the solution: 0.92-1.0 (40 seeds); a bag of tokens: 0.5
 
 
 def classifier_shapes() -> dict[str, tuple]:
@@ -765,11 +782,11 @@ def reference_classifier_logits(params: dict[str, torch.Tensor], tokens: torch.T
 
 
 CLS_HINT = ("embedding por $\\sqrt{d}$, más `P[:, :T]`, el bloque *post-norm*, el promedio sobre las posiciones y la "
-            "capa lineal: revisa `PositionalEncoding` y `TransformerEncoderBlock` con las comprobaciones de las partes "
-            "8 y 9.")
+            "capa lineal: revisa `MultiHeadAttention`, `PositionalEncoding` y `TransformerEncoderBlock` con las "
+            "comprobaciones de las partes 7, 8 y 9.")
 
 
-def expect_classifier_matches_reference(student, model: RemoteRef, params: dict[str, torch.Tensor],
+def expect_classifier_matches_reference(model: RemoteRef, params: dict[str, torch.Tensor],
                                         tokens: torch.Tensor, device: str) -> None:
     """The classifier made of the student's modules computes the reference's logits with its own weights (float32:
     correct versions agree to about 1e-6)."""
@@ -835,7 +852,7 @@ def random_tokens(rng: torch.Generator, length: int, words: int) -> list[str]:
 def bleu_case(student, pred: list[str], label: list[str], k: int) -> None:
     expected = reference_bleu(pred, label, k)
     got = expect_number(student.bleu(pred, label, k), name="bleu(pred_tokens, label_tokens, k)")
-    if not abs(got - expected) <= 1e-9 + 1e-9 * abs(expected):
+    if not abs(got - expected) <= 1e-9 + 1e-6 * abs(expected):  # float32 arithmetic is fine; every slip is not
         raise CheckFailure(f"`bleu` no coincide con la fórmula de d2l. Pista: {BLEU_HINT}",
                            detail=f"pred_tokens = {pred}, label_tokens = {label}, k = {k}: se esperaba "
-                                  f"{expected:.6f} y se obtuvo {got:.6f}.")
+                                  f"{expected:.12g} y se obtuvo {got:.12g}.")

@@ -9,10 +9,10 @@ from autograder.checklib.text import ordered_markers, spanish_text
 from autograder.checks.u3_attention.common import (
     BLOCK_HINT, CLS_VOCAB, LM_VOCAB, PE_ATOL, attention_case, attention_gradient_case, attention_inputs, bleu_case,
     block_gradient_case, build_block, build_classifier, build_multihead, case, classifier_parameters, clip_case,
-    expect_classifier_matches_reference, expect_module, global_norm, load_random_weights, lstm_forward_case,
-    lstm_gradient_case, lstm_inputs, masked_softmax_case, mha_forward_case, mha_gradient_case, positional_buffer,
-    positional_forward_case, reference_block, reference_char_lm, reference_positional, rnn_forward_case,
-    rnn_gradient_case, rnn_inputs, train_char_lm,
+    expect_classifier_matches_reference, expect_dropout_active, expect_module, global_norm, load_random_weights,
+    lstm_forward_case, lstm_gradient_case, lstm_inputs, masked_softmax_case, mha_forward_case, mha_gradient_case,
+    positional_buffer, positional_forward_case, reference_block, reference_char_lm, reference_positional,
+    rnn_forward_case, rnn_gradient_case, rnn_inputs, train_char_lm,
 )
 from autograder.errors import CheckFailure
 
@@ -92,13 +92,15 @@ def test_lstm_cell_gradient_edge_cases(student, device, rng):
 @pytest.mark.grade_id("clipping")
 @pytest.mark.points(1)
 def test_clip_gradients_edge_cases(student, device, rng):
-    """¿`clip_gradients` acierta con un solo gradiente, tensores de un elemento, un $\\theta$ muy chico y float32?"""
+    """¿`clip_gradients` acierta con un solo gradiente, tensores de un elemento, gradientes nulos, un $\\theta$ muy chico y float32?"""
     single = [randn(rng, 4, 3, device=device, scale=2.0)]
     cases = [
         ("un solo gradiente por encima de theta", single, global_norm(single) / 4),
         ("un solo gradiente por debajo de theta", single, global_norm(single) * 1.5),
         ("gradientes de un elemento", [randn(rng, 1, device=device) + 3, randn(rng, 1, 1, device=device) - 3], 1.0),
         ("theta muy chico", [randn(rng, 5, device=device), randn(rng, 2, 3, 4, device=device)], 1e-3),
+        ("todos los gradientes nulos (norma 0)", [torch.zeros(3, 2, dtype=torch.float64, device=device),
+                                                  torch.zeros(4, dtype=torch.float64, device=device)], 1.0),
         ("gradientes en float32", [randn(rng, 6, 4, device=device, dtype=torch.float32),
                                    randn(rng, 4, device=device, dtype=torch.float32)], 0.5),
     ]
@@ -203,9 +205,9 @@ def test_multihead_edge_cases(student, device, rng):
         queries, keys, values = attention_inputs(rng, B, Q, K, D, D, device)
         valid_lens = None if lens is None else torch.tensor(lens, device=device)
         with case(f"caso borde {i + 1}"):
-            mha_forward_case(student, model, weights, num_heads, queries, keys, values, valid_lens)
+            mha_forward_case(model, weights, num_heads, queries, keys, values, valid_lens)
         with case(f"caso borde {i + 1}, autoatención"):
-            mha_forward_case(student, model, weights, num_heads, queries, queries, queries,
+            mha_forward_case(model, weights, num_heads, queries, queries, queries,
                              None if lens is None else torch.tensor(lens, device=device).clamp(max=Q))
 
 
@@ -267,7 +269,7 @@ BLOCK_EDGE_CASES = [  # D, ffn, heads, use_bias, B, T, valid_lens, mode
 @pytest.mark.grade_id("transformer")
 @pytest.mark.points(1)
 def test_transformer_block_edge_cases(student, device, rng):
-    """¿`TransformerEncoderBlock` acierta con una sola cabeza, cabezas de tamaño 1, lote de 1 y una sola posición?"""
+    """¿`TransformerEncoderBlock` acierta con una sola cabeza, cabezas de tamaño 1, lote de 1, una posición y dropout?"""
     for i, (D, ffn, num_heads, use_bias, B, T, lens, mode) in enumerate(BLOCK_EDGE_CASES):
         model, state = build_block(student, D, ffn, num_heads, use_bias, device)
         weights = load_random_weights(student, rng, model, state, device, "`TransformerEncoderBlock`")
@@ -278,6 +280,10 @@ def test_transformer_block_edge_cases(student, device, rng):
             args = (X,) if valid_lens is None else (X, valid_lens)
             expect_close(model(*args), reference_block(weights, num_heads, X, valid_lens),
                          name="TransformerEncoderBlock(...)(X, valid_lens)", hint=BLOCK_HINT)
+    model, _ = build_block(student, 8, 12, 2, False, device, dropout=0.5)
+    with case("dropout=0.5 en modo train"):
+        expect_dropout_active(model, (randn(rng, 2, 5, 8, device=device),), name="TransformerEncoderBlock(...)(X)",
+                              shape=(2, 5, 8), device=device)
 
 
 @pytest.mark.grade_id("transformer")
@@ -302,7 +308,7 @@ def test_classifier_matches_reference(student, device, rng):
     """¿El clasificador hecho con tus módulos calcula lo mismo que el de referencia con los mismos pesos?"""
     model = build_classifier(student, rng, device)
     params = classifier_parameters(student, model)
-    expect_classifier_matches_reference(student, model, params, ordered_markers(rng, 64, vocab=CLS_VOCAB)[0], device)
+    expect_classifier_matches_reference(model, params, ordered_markers(rng, 64, vocab=CLS_VOCAB)[0], device)
 
 
 # --------------------------------------------------------------------------- 11. BLEU

@@ -438,7 +438,14 @@ class _RuleWalker(ast.NodeVisitor):
 
     def visit_Constant(self, node: ast.Constant) -> None:
         if isinstance(node.value, str):
-            self._hit(node, node.value)  # getattr(F, "conv2d")
+            self._hit(node, node.value)  # "conv2d" anywhere, e.g. getattr(F, "conv2d")
+
+    def visit_Call(self, node: ast.Call) -> None:
+        name = _constant_getattr(node)
+        path = self.program.path_of(node.args[0]) if name is not None else None
+        if path is not None and path.split(".")[0] in LIBRARIES:
+            self._hit(node, name, library=True)  # getattr(torch, "lstm_cell"), even beside the student's own
+        self.generic_visit(node)
 
     def visit_Expr(self, node: ast.Expr) -> None:
         if not (isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)):  # docstrings

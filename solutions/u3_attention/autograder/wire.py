@@ -82,6 +82,15 @@ class Message:
 Fallback = Callable[[object], dict]
 
 
+#: NumPy scalar types, exactly (a subclass stays behind as a ref), and the Python type each is sent as.
+NUMPY_SCALARS: dict[type, Callable] = {
+    **{np.dtype(name).type: float for name in ("float16", "float32", "float64")},
+    **{np.dtype(name).type: int for name in ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
+                                             "uint64")},
+    np.bool_: bool,
+}
+
+
 def encode(value: object, *, fallback: Fallback, max_bytes: int) -> tuple[object, list[memoryview]]:
     """Encode `value` into a JSON tree plus buffers.
 
@@ -115,6 +124,8 @@ def encode(value: object, *, fallback: Fallback, max_bytes: int) -> tuple[object
         if t is torch.Tensor or t is torch.nn.Parameter:
             node = _encode_tensor(x, add_buffer)
             return node if node is not None else fallback(x)
+        if t in NUMPY_SCALARS:  # e.g. the np.float64 that np.exp returns: sent as the plain number it is
+            return walk(NUMPY_SCALARS[t](x), depth)
         if t is np.ndarray and x.dtype.name in NUMPY_DTYPES:
             array = np.ascontiguousarray(x)
             index = add_buffer(memoryview(array.reshape(-1).view(np.uint8)))

@@ -65,6 +65,10 @@ def expect_sequence(value: Any, length: int, *, name: str, what: str) -> tuple:
 
 
 def expect_number(value: Any, *, name: str) -> float:
+    """A Python number, or a tensor holding one real number (`torch.tensor(0.5)`), as a float."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_complex() \
+            and value.dtype != torch.bool:
+        return float(value.detach().reshape(()).cpu())
     if type(value) not in (int, float):
         raise CheckFailure(f"`{name}` debería ser un número, pero es {describe(value)}.")
     return float(value)
