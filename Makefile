@@ -22,11 +22,12 @@ $(STAMP): pyproject.toml
 build: $(STAMP)
 	$(BIN)/autograder build
 
-## demo: build, then grade the bundled Unit 1, 2 and 3 examples and print the class summaries
+## demo: build, then grade the bundled examples of every unit and print the class summaries
 demo: build
 	$(BIN)/autograder grade u1_backprop examples/u1_backprop --out autograded/demo-u1_backprop --workers 2 --call-seconds 3
 	$(BIN)/autograder grade u2_cnn examples/u2_cnn --out autograded/demo-u2_cnn --workers 2 --call-seconds 3
 	$(BIN)/autograder grade u3_attention examples/u3_attention --out autograded/demo-u3_attention --workers 2 --call-seconds 3
+	$(BIN)/autograder grade u4_recsys examples/u4_recsys --out autograded/demo-u4_recsys --workers 2 --call-seconds 3
 
 ## test: the whole suite (engine, build, course, attacks, student self-check)
 test: $(STAMP)
@@ -40,11 +41,12 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/grading_throughput.py
 
-## calibrate: timing-check ratios of the Unit 1, 2 and 3 solutions over repeated runs
+## calibrate: timing-check ratios of every unit's solution over repeated runs
 calibrate: $(STAMP)
 	$(BIN)/autograder calibrate u1_backprop --runs 10
 	$(BIN)/autograder calibrate u2_cnn --runs 10
 	$(BIN)/autograder calibrate u3_attention --runs 10
+	$(BIN)/autograder calibrate u4_recsys --runs 10
 
 ## doctor: which sandbox layers this machine gives the workers, verified, and their start-up cost
 doctor: $(STAMP)

@@ -32,7 +32,7 @@ RUNTIME_FILES = (
     "__init__.py", "errors.py", "wire.py", "dispatch.py", "remote.py", "plugin.py", "selfcheck.py", "drivers.py",
     "rules.py", "recorder.py", "sourcecheck.py",
     "checklib/__init__.py", "checklib/compare.py", "checklib/data.py", "checklib/forbidden.py",
-    "checklib/models.py", "checklib/text.py", "checklib/timing.py", "checks/__init__.py",
+    "checklib/models.py", "checklib/ratings.py", "checklib/text.py", "checklib/timing.py", "checks/__init__.py",
 )
 POINTS_FILE = "points.json"
 _SOLUTION = re.compile(r"^\s*#+\s*BEGIN SOLUTION.*?^\s*#+\s*END SOLUTION", re.S | re.M)

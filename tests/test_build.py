@@ -12,7 +12,7 @@ import pytest
 
 from conftest import REPO, build, copy_course, run_cli
 
-COURSE_ASSIGNMENTS = ("u1_backprop", "u2_cnn", "u3_attention")
+COURSE_ASSIGNMENTS = ("u1_backprop", "u2_cnn", "u3_attention", "u4_recsys")
 
 
 def tree(root: Path) -> dict[str, bytes]:

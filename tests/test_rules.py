@@ -7,8 +7,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from autograder.checklib.forbidden import (
-    AUTOGRAD, BATCH_NORM, CDIST, CLIP_GRAD, CONV, CROSS_ENTROPY, LSTM_LAYERS, MAX_POOL, MULTIHEAD, OPTIM, RNN_LAYERS,
-    SDPA, SOFTMAX, TRANSFORMER_LAYERS,
+    AUTOGRAD, BATCH_NORM, CDIST, CLIP_GRAD, CONV, CROSS_ENTROPY, LSTM_LAYERS, MAX_POOL, MULTIHEAD, OPTIM,
+    RANKING_LOSSES, RNN_LAYERS, SDPA, SOFTMAX, TRANSFORMER_LAYERS,
 )
 from autograder.recorder import OpRecorder
 from autograder.remote import Client, LocalTransport, StudentNamespace
@@ -18,7 +18,7 @@ from autograder.sourcecheck import scan
 from conftest import copy_course, grade, with_cells, write
 
 CATALOGUE = (AUTOGRAD, BATCH_NORM, CDIST, CLIP_GRAD, CONV, CROSS_ENTROPY, LSTM_LAYERS, MAX_POOL, MULTIHEAD, OPTIM,
-             RNN_LAYERS, SDPA, SOFTMAX, TRANSFORMER_LAYERS)
+             RANKING_LOSSES, RNN_LAYERS, SDPA, SOFTMAX, TRANSFORMER_LAYERS)
 
 
 def x4(*shape):
@@ -125,6 +125,21 @@ SPELLINGS = {
     "nn.TransformerEncoderLayer (train)": (TRANSFORMER_LAYERS, lambda: nn.TransformerEncoderLayer(
         4, 2, 8, dropout=0.0, batch_first=True).double()(x4(2, 3, 4))),
     "nn.TransformerEncoderLayer (eval, no grad)": (TRANSFORMER_LAYERS, transformer_fast_path),
+    "F.logsigmoid": (RANKING_LOSSES, lambda: F.logsigmoid(x4(5))),
+    "nn.LogSigmoid": (RANKING_LOSSES, lambda: nn.LogSigmoid()(x4(5))),
+    "F.softplus": (RANKING_LOSSES, lambda: F.softplus(-x4(5))),
+    "nn.Softplus": (RANKING_LOSSES, lambda: nn.Softplus()(x4(5))),
+    "F.binary_cross_entropy_with_logits": (RANKING_LOSSES, lambda: F.binary_cross_entropy_with_logits(
+        x4(5), torch.ones(5, dtype=torch.float64))),
+    "nn.BCELoss": (RANKING_LOSSES, lambda: nn.BCELoss()(torch.sigmoid(x4(5)), torch.ones(5, dtype=torch.float64))),
+    "F.soft_margin_loss": (RANKING_LOSSES, lambda: F.soft_margin_loss(x4(5), torch.ones(5, dtype=torch.float64))),
+    "F.margin_ranking_loss": (RANKING_LOSSES, lambda: F.margin_ranking_loss(
+        x4(5), x4(5), torch.ones(5, dtype=torch.float64), margin=1.0)),
+    "nn.MarginRankingLoss": (RANKING_LOSSES, lambda: nn.MarginRankingLoss(margin=0.5)(
+        x4(5), x4(5), torch.ones(5, dtype=torch.float64))),
+    "torch.margin_ranking_loss": (RANKING_LOSSES, lambda: torch.margin_ranking_loss(
+        x4(5), x4(5), torch.ones(5, dtype=torch.float64), 1.0, 1)),
+    "F.hinge_embedding_loss": (RANKING_LOSSES, lambda: F.hinge_embedding_loss(x4(5), -torch.ones(5, dtype=torch.float64))),
 }
 
 
@@ -157,10 +172,17 @@ ALLOWED = {
     "torch.linalg.vector_norm, torch.norm": lambda: torch.linalg.vector_norm(x4(3)) + torch.norm(x4(3)),
     "bmm, masked_fill, tanh, sigmoid": lambda: torch.bmm(x4(2, 3, 4), x4(2, 4, 5)).masked_fill(
         torch.ones(2, 3, 5, dtype=torch.bool), -1e6).tanh().sigmoid(),
+    "log1p, exp, clamp, logaddexp": lambda: torch.log1p(torch.exp(-x4(4).abs())) + x4(4).clamp(min=0)
+    + torch.logaddexp(torch.zeros(4, dtype=torch.float64), x4(4)),
+    "linalg.solve, cholesky, cholesky_solve": lambda: torch.cholesky_solve(
+        x4(3, 1), torch.linalg.cholesky(torch.eye(3, dtype=torch.float64) * 2)) + torch.linalg.solve(
+        torch.eye(3, dtype=torch.float64) * 2, x4(3, 1)),
 }
-#: What a building block may hit: Unit 1's softmax and Unit 2's normalisations are allowed in Unit 3.
+#: What a building block may hit: Unit 1's softmax and Unit 2's normalisations are allowed in Unit 3, softplus
+#: everywhere but Unit 4's ranking losses.
 ALLOWED_EXCEPT = {"torch.softmax (allowed in attention)": (SOFTMAX,),
-                  "nn.Linear, nn.LayerNorm, nn.ReLU, nn.Dropout": (BATCH_NORM,)}
+                  "nn.Linear, nn.LayerNorm, nn.ReLU, nn.Dropout": (BATCH_NORM,),
+                  "F.softplus, F.relu, sigmoid": (RANKING_LOSSES,)}
 
 
 @pytest.mark.parametrize("block", ALLOWED)

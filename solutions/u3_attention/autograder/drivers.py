@@ -239,10 +239,140 @@ def build_sequence_classifier(positional: type, block: type, vocab_size: int, nu
     return SequenceClassifier(positional, block, vocab_size, num_hiddens, ffn_num_hiddens, num_heads, num_classes)
 
 
+class RecommenderTrainer:
+    """Adam on a recommender (a student's `MF`, `AutoRec` or `NeuMF`): every parameter is first re-initialised
+    from a seeded N(0, init_std), by name (the order the student registered them in does not matter), so the
+    student's own initialisation plays no part; then minibatches of `batch_size` examples in a fresh random order
+    each epoch. Subclasses say what an example is and what it costs. It stays in the worker: the check gets a ref
+    and trains in chunks (`recommender_steps`), so no single call runs long."""
+
+    def __init__(self, model: nn.Module, num_examples: int, *, init_std: float, lr: float, weight_decay: float,
+                 batch_size: int, seed: int) -> None:
+        init = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for _, p in sorted(model.named_parameters(), key=lambda item: item[0]):
+                p.copy_(init_std * torch.randn(p.shape, generator=init))
+        torch.manual_seed(seed)  # dropout draws from the global generator
+        self.model, self.num_examples, self.batch_size = model, num_examples, batch_size
+        self.device, self.dtype = next(model.parameters()).device, next(model.parameters()).dtype
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+        self.generator = torch.Generator().manual_seed(seed + 1)  # batches and negatives, apart from the init
+        self.order, self.position = torch.empty(0, dtype=torch.long), 0
+
+    def next_batch(self) -> torch.Tensor:
+        """Positions of the next examples (the last batch of an epoch may be smaller)."""
+        if self.position >= len(self.order):
+            self.order, self.position = torch.randperm(self.num_examples, generator=self.generator), 0
+        batch = self.order[self.position:self.position + self.batch_size]
+        self.position += len(batch)
+        return batch
+
+    def loss(self, batch: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def steps(self, count: int) -> list[float]:
+        self.model.train()
+        losses = []
+        for _ in range(count):
+            loss = self.loss(self.next_batch())
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            losses.append(float(loss.detach()))
+        return losses
+
+
+def _expect_shape(output: torch.Tensor, shape: tuple, what: str) -> torch.Tensor:
+    if not isinstance(output, torch.Tensor) or tuple(output.shape) != tuple(shape):
+        got = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+        raise ValueError(f"{what} devolvió {got} y se esperaba un tensor de forma {tuple(shape)}")
+    return output
+
+
+class RatingTrainer(RecommenderTrainer):
+    """Explicit ratings, d2l's L2 loss: 0.5 * mean((model(u, i) - r)^2) over a batch of (u, i, r)."""
+
+    def __init__(self, model: nn.Module, users: torch.Tensor, items: torch.Tensor, ratings: torch.Tensor,
+                 **settings) -> None:
+        super().__init__(model, len(ratings), **settings)
+        self.users, self.items, self.ratings = users.cpu(), items.cpu(), ratings.cpu()
+
+    def loss(self, batch: torch.Tensor) -> torch.Tensor:
+        u, i = self.users[batch].to(self.device), self.items[batch].to(self.device)
+        r = self.ratings[batch].to(self.device, self.dtype)
+        predictions = _expect_shape(self.model(u, i), r.shape, "el modelo")  # (B,)
+        return 0.5 * ((predictions - r) ** 2).mean()
+
+
+class AutoRecTrainer(RecommenderTrainer):
+    """Rows of the (items, users) rating matrix, 0 where missing; the squared error of the reconstruction summed
+    and divided by the number of observed ratings in the batch (the model masks its output in train mode)."""
+
+    def __init__(self, model: nn.Module, rows: torch.Tensor, **settings) -> None:
+        super().__init__(model, len(rows), **settings)
+        self.rows = rows.cpu()
+
+    def loss(self, batch: torch.Tensor) -> torch.Tensor:
+        x = self.rows[batch].to(self.device, self.dtype)                      # (B, U)
+        output = _expect_shape(self.model(x), x.shape, "el modelo")
+        return 0.5 * ((output - x) ** 2).sum() / (x != 0).sum().clamp(min=1)
+
+
+class BPRTrainer(RecommenderTrainer):
+    """Implicit feedback: each positive (u, i) gets one negative j drawn uniformly among the items u did not
+    interact with; the loss is the student's `bpr_loss(model(u, i), model(u, j))`."""
+
+    def __init__(self, model: nn.Module, bpr_loss: Callable, users: torch.Tensor, items: torch.Tensor,
+                 num_users: int, num_items: int, **settings) -> None:
+        super().__init__(model, len(users), **settings)
+        self.bpr_loss, self.users, self.items, self.num_items = bpr_loss, users.cpu(), items.cpu(), num_items
+        self.seen = torch.zeros(num_users, num_items, dtype=torch.bool)      # (U, I)
+        self.seen[self.users, self.items] = True
+        if self.seen.all(dim=1)[self.users].any():
+            raise ValueError("every user with positives needs an item left to draw as a negative")
+
+    def negatives(self, users: torch.Tensor) -> torch.Tensor:
+        items = torch.randint(0, self.num_items, users.shape, generator=self.generator)
+        seen = self.seen[users, items]
+        while seen.any():  # redraw the seen ones
+            items[seen] = torch.randint(0, self.num_items, (int(seen.sum()),), generator=self.generator)
+            seen = self.seen[users, items]
+        return items
+
+    def loss(self, batch: torch.Tensor) -> torch.Tensor:
+        u, i = self.users[batch], self.items[batch]
+        j = self.negatives(u)
+        u, i, j = u.to(self.device), i.to(self.device), j.to(self.device)
+        positive = _expect_shape(self.model(u, i), u.shape, "el modelo")    # (B,)
+        negative = _expect_shape(self.model(u, j), u.shape, "el modelo")
+        return self.bpr_loss(positive, negative)
+
+
+def make_rating_trainer(model: nn.Module, users: torch.Tensor, items: torch.Tensor, ratings: torch.Tensor,
+                        **settings) -> RatingTrainer:
+    return RatingTrainer(model, users, items, ratings, **settings)
+
+
+def make_autorec_trainer(model: nn.Module, rows: torch.Tensor, **settings) -> AutoRecTrainer:
+    return AutoRecTrainer(model, rows, **settings)
+
+
+def make_bpr_trainer(model: nn.Module, bpr_loss: Callable, users: torch.Tensor, items: torch.Tensor,
+                     num_users: int, num_items: int, **settings) -> BPRTrainer:
+    return BPRTrainer(model, bpr_loss, users, items, num_users, num_items, **settings)
+
+
+def recommender_steps(trainer: RecommenderTrainer, count: int) -> list[float]:
+    if type(trainer) not in (RatingTrainer, AutoRecTrainer, BPRTrainer):
+        raise TypeError("recommender_steps needs a trainer made by make_rating_trainer, make_autorec_trainer or "
+                        "make_bpr_trainer")
+    return trainer.steps(count)
+
+
 DRIVERS: dict[str, Callable] = {
     fn.__name__: fn for fn in (
         module_state, trainable_parameters, load_module_state, forward_backward, make_trainer, train_steps,
         build_small_resnet, build_resnet18, vjp, make_char_lm_trainer, char_lm_steps, char_lm_state,
-        build_sequence_classifier,
+        build_sequence_classifier, make_rating_trainer, make_autorec_trainer, make_bpr_trainer, recommender_steps,
     )
 }
