@@ -139,6 +139,8 @@ SPELLINGS = {
         x4(5), x4(5), torch.ones(5, dtype=torch.float64))),
     "torch.margin_ranking_loss": (RANKING_LOSSES, lambda: torch.margin_ranking_loss(
         x4(5), x4(5), torch.ones(5, dtype=torch.float64), 1.0, 1)),
+    "F.multi_margin_loss": (RANKING_LOSSES, lambda: F.multi_margin_loss(
+        x4(3, 2), torch.zeros(3, dtype=torch.long))),
     "F.hinge_embedding_loss": (RANKING_LOSSES, lambda: F.hinge_embedding_loss(x4(5), -torch.ones(5, dtype=torch.float64))),
 }
 

@@ -241,7 +241,8 @@ def trained_parameters(student, model: RemoteRef, shapes: dict[str, tuple], *, w
     state = read_state(student, model, what=what)
     expect_parameter_shapes(state, shapes, what=what, hint=hint)
     for name, value in state["parameters"].items():
-        expect_tensor(value, name=name, dtype=dtype)
+        if not torch.isfinite(expect_tensor(value, name=name, dtype=dtype)).all():
+            raise CheckFailure(f"Tras el entrenamiento, {what} tiene valores NaN o infinitos en `{name}`. Pista: {hint}")
     return {name: value.detach().cpu().double() for name, value in state["parameters"].items()}
 
 
@@ -452,7 +453,7 @@ def alternating_case(student, R: torch.Tensor, mask: torch.Tensor, Q: torch.Tens
             detail=f"Se esperaba {expected:.10g} y se obtuvo {objectives[-1]:.10g}.")
 
 
-ALS_SPEED_USERS, ALS_SPEED_ITEMS, ALS_SPEED_FACTORS, ALS_SPEED_DENSITY = 5000, 20, 4, 0.5
+ALS_SPEED_USERS, ALS_SPEED_ITEMS, ALS_SPEED_FACTORS, ALS_SPEED_DENSITY = 4000, 20, 4, 0.5
 
 
 def als_speed_reference(R: torch.Tensor, mask: torch.Tensor, Q: torch.Tensor, lam: float) -> torch.Tensor:
@@ -773,7 +774,7 @@ def reference_hit_and_auc(scores: torch.Tensor, test_items: torch.Tensor, k: int
     above = (candidates & (scores > test)).sum(dim=1)
     below = (candidates & (scores < test)).sum(dim=1)
     others = candidates.sum(dim=1) - 1
-    return float((above < k).double().mean()), float((below / others).mean())
+    return float((above < k).double().mean()), float((below.double() / others).mean())
 
 
 def random_ranking(rng: torch.Generator, U: int, I: int, candidates: float, device: str, *,
@@ -787,8 +788,10 @@ def random_ranking(rng: torch.Generator, U: int, I: int, candidates: float, devi
     return scores.to(device=device, dtype=dtype), pair[:, 0].to(device)
 
 
-def hit_and_auc_case(student, scores: torch.Tensor, test_items: torch.Tensor, k: int) -> None:
-    expected = reference_hit_and_auc(scores, test_items, k)
+def hit_and_auc_case(student, scores: torch.Tensor, test_items: torch.Tensor, k: int, *,
+                     expected: tuple[float, float] | None = None) -> None:
+    """`hit_and_auc` against `expected` (the reference's answer when not given)."""
+    expected = expected if expected is not None else reference_hit_and_auc(scores, test_items, k)
     got = student.hit_and_auc(scores, test_items, k)
     if not isinstance(got, (tuple, list)) or len(got) != 2:
         raise CheckFailure(f"`hit_and_auc` debe devolver `(hit_rate, auc)`, pero devolvió {describe(got)}.")

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from autograder.checklib import compare_speed, expect_close, size
-from autograder.checklib.forbidden import RANKING_LOSSES
+from autograder.checklib.forbidden import CROSS_ENTROPY, RANKING_LOSSES, SOFTMAX
 from autograder.checks.u4_recsys.common import (
     ALS_HINT, ALS_SPEED_DENSITY, ALS_SPEED_FACTORS, ALS_SPEED_ITEMS, ALS_SPEED_USERS, AUTOREC_CHECKPOINTS,
     AUTOREC_TARGET, AUTOREC_TRAINING, MF_CHECKPOINTS, MF_MARGIN, MF_TRAINING, NEUMF_AUC_MARGIN, NEUMF_CHECKPOINTS,
@@ -20,9 +20,10 @@ from autograder.rules import ByHand
 #: What part 6 must be written without, and what the training of part 9 builds on (the notebook's introduction
 #: states the same table).
 BY_HAND = [
-    ByHand("ranking_losses", names=("bpr_loss", "hinge_loss"), forbid=(RANKING_LOSSES,),
+    ByHand("ranking_losses", names=("bpr_loss", "hinge_loss"), forbid=(RANKING_LOSSES, CROSS_ENTROPY, SOFTMAX),
            instead="`torch.log1p`, `torch.exp`, `torch.clamp`"),
-    ByHand("neumf_training", names=("bpr_loss",), forbid=(RANKING_LOSSES,), instead="la regla de la parte 6"),
+    ByHand("neumf_training", names=("bpr_loss",), forbid=(RANKING_LOSSES, CROSS_ENTROPY, SOFTMAX),
+           instead="la regla de la parte 6"),
 ]
 
 
@@ -281,10 +282,10 @@ HAND_MADE = [
 @pytest.mark.points(2)
 def test_hit_and_auc_hand_made(student, device):
     """¿`hit_and_auc` da lo esperado en rankings chicos hechos a mano (con `-inf` en los no candidatos)?"""
-    for scores, test_items, k, _, description in HAND_MADE:
+    for scores, test_items, k, answer, description in HAND_MADE:
         with case(description):
             hit_and_auc_case(student, torch.tensor(scores, dtype=torch.float64, device=device),
-                             torch.tensor(test_items, device=device), k)
+                             torch.tensor(test_items, device=device), k, expected=answer)
 
 
 @pytest.mark.grade_id("hit_and_auc")

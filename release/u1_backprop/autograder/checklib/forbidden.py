@@ -166,15 +166,18 @@ TRANSFORMER_LAYERS = Forbidden(
 # functions are recorded too.
 RANKING_LOSSES = Forbidden(
     "`F.logsigmoid`", "ni `F.softplus`, `F.binary_cross_entropy_with_logits`, `F.soft_margin_loss`, "
-                      "`F.margin_ranking_loss` ni sus módulos",
+                      "`F.margin_ranking_loss`, `F.multi_margin_loss` ni sus módulos",
     ops=_names("log_sigmoid log_sigmoid_forward log_sigmoid_backward softplus softplus_backward binary_cross_entropy",
                "binary_cross_entropy_backward binary_cross_entropy_with_logits soft_margin_loss",
-               "soft_margin_loss_backward margin_ranking_loss hinge_embedding_loss"),
+               "soft_margin_loss_backward margin_ranking_loss hinge_embedding_loss multi_margin_loss",
+               "multi_margin_loss_backward multilabel_margin_loss multilabel_margin_loss_forward",
+               "multilabel_margin_loss_backward"),
     functions=frozenset({"torch/nn/functional.py:margin_ranking_loss", "torch/nn/functional.py:hinge_embedding_loss",
                          "torch/nn/modules/loss.py:MarginRankingLoss.forward",
                          "torch/nn/modules/loss.py:HingeEmbeddingLoss.forward",
                          "torch.margin_ranking_loss", "torch.hinge_embedding_loss"}),
     names=_names("logsigmoid log_sigmoid LogSigmoid softplus Softplus binary_cross_entropy",
                  "binary_cross_entropy_with_logits BCELoss BCEWithLogitsLoss soft_margin_loss SoftMarginLoss",
-                 "margin_ranking_loss MarginRankingLoss hinge_embedding_loss HingeEmbeddingLoss"),
+                 "margin_ranking_loss MarginRankingLoss hinge_embedding_loss HingeEmbeddingLoss multi_margin_loss",
+                 "MultiMarginLoss multilabel_margin_loss MultiLabelMarginLoss"),
 )
