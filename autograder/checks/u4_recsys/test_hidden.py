@@ -12,7 +12,7 @@ from autograder.checks.u4_recsys.common import (
     expect_hidden_dropout, expect_same_weights, hinge_case, hit_and_auc_case, load_random_weights,
     loss_gradient_case, make_bpr_trainer, mf_forward_case, mf_gradient_case, mf_shapes, neumf_forward_case,
     neumf_gradient_case, neumf_shapes, random_ids, random_ranking, reference_bpr, reference_hinge, reference_names,
-    replayed_training, score_pairs, train_steps, trained_parameters,
+    replay_steps, replayed_training, score_pairs, trained_parameters,
 )
 from autograder.drivers import AutoRecTrainer, BPRTrainer, RatingTrainer
 from autograder.remote import drive
@@ -85,7 +85,7 @@ def test_mf_first_steps_match_reference(student, device, rng):
                     label="make_rating_trainer(MF, ...)", **settings)
     shapes, what = mf_shapes(k, U, I), "`MF`"
     initial = trained_parameters(student, model, shapes, what=what, hint=MF_NAMES_HINT, dtype=torch.float64)
-    train_steps(student, trainer, MF_REPLAY_STEPS, names="`MF`")
+    replay_steps(student, trainer, MF_REPLAY_STEPS, names="`MF`")
     got = trained_parameters(student, model, shapes, what=what, hint=MF_NAMES_HINT, dtype=torch.float64)
     expected = replayed_training(lambda m: RatingTrainer(m, train.user, train.item, train.rating, **settings),
                                  ReferenceMF(k, U, I).double(), initial, MF_REPLAY_STEPS)
@@ -168,7 +168,7 @@ def test_autorec_first_steps_match_reference(student, device, rng):
                     **settings)
     shapes, what = autorec_shapes(h, U), "`AutoRec`"
     initial = trained_parameters(student, model, shapes, what=what, hint=AUTOREC_NAMES_HINT, dtype=torch.float64)
-    train_steps(student, trainer, AUTOREC_REPLAY_STEPS, names="`AutoRec`")
+    replay_steps(student, trainer, AUTOREC_REPLAY_STEPS, names="`AutoRec`")
     got = trained_parameters(student, model, shapes, what=what, hint=AUTOREC_NAMES_HINT, dtype=torch.float64)
     expected = replayed_training(lambda m: AutoRecTrainer(m, rows, **settings), ReferenceAutoRec(h, U).double(),
                                  initial, AUTOREC_REPLAY_STEPS)
@@ -318,7 +318,7 @@ def test_neumf_first_steps_match_reference(student, device, rng):
         return reference_names(params, layers, reference.layers)
 
     initial = trained_parameters(student, model, shapes, what=what, hint=NEUMF_NAMES_HINT, dtype=torch.float64)
-    train_steps(student, trainer, NEUMF_REPLAY_STEPS, names="`NeuMF` o `bpr_loss`")
+    replay_steps(student, trainer, NEUMF_REPLAY_STEPS, names="`NeuMF` o `bpr_loss`")
     got = trained_parameters(student, model, shapes, what=what, hint=NEUMF_NAMES_HINT, dtype=torch.float64)
     expected = replayed_training(
         lambda m: BPRTrainer(m, reference_bpr, data.train_user, data.train_item, U, I, **settings), reference,

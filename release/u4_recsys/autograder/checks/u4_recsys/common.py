@@ -224,6 +224,13 @@ def train_steps(student, trainer: RemoteRef, count: int, *, names: str) -> None:
 
 
 CHUNK_STEPS = 50  # training steps per call into the worker (well under a second each)
+REPLAY_CALL_STEPS = 5  # watched replays in float64 cost more per step: shorter calls stay far from the call limit
+
+
+def replay_steps(student, trainer: RemoteRef, count: int, *, names: str) -> None:
+    """`count` training steps of a replayed training, in calls of at most `REPLAY_CALL_STEPS`."""
+    for start in range(0, count, REPLAY_CALL_STEPS):
+        train_steps(student, trainer, min(REPLAY_CALL_STEPS, count - start), names=names)
 
 
 def train_epochs(student, trainer: RemoteRef, *, steps_per_epoch: int, epochs: int, names: str) -> Iterator[int]:
@@ -242,7 +249,8 @@ def trained_parameters(student, model: RemoteRef, shapes: dict[str, tuple], *, w
     expect_parameter_shapes(state, shapes, what=what, hint=hint)
     for name, value in state["parameters"].items():
         if not torch.isfinite(expect_tensor(value, name=name, dtype=dtype)).all():
-            raise CheckFailure(f"Tras el entrenamiento, {what} tiene valores NaN o infinitos en `{name}`. Pista: {hint}")
+            raise CheckFailure(f"Tras el entrenamiento, {what} tiene valores NaN o infinitos en `{name}`. "
+                               f"Pista: {hint}")
     return {name: value.detach().cpu().double() for name, value in state["parameters"].items()}
 
 

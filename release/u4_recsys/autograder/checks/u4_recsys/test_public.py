@@ -316,6 +316,6 @@ def test_neumf_training_beats_popularity(student, device, rng):
             f"{NEUMF_CHECKPOINTS} épocas; recomendar lo más popular logra Hit@{NEUMF_K} {hit:.3f} y AUC {auc:.3f}. "
             f"Se esperaba superarlo, en alguna de esas épocas, por al menos {NEUMF_HIT_MARGIN} en Hit@{NEUMF_K} y "
             f"por {NEUMF_AUC_MARGIN} en AUC (la solución lo supera por más de 0.04 en ambas). Pista: la pérdida "
-            "debe bajar cuando $s^+ > s^-$ ($-\\log\\sigma(s^+ - s^-)$, no al revés); revisa `bpr_loss` y `NeuMF` con las "
-            "comprobaciones de las partes 6 y 7.")
+            "debe bajar cuando $s^+ > s^-$ ($-\\log\\sigma(s^+ - s^-)$, no al revés); revisa `bpr_loss` y `NeuMF` con "
+            "las comprobaciones de las partes 6 y 7.")
 
