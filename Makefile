@@ -13,6 +13,12 @@ $(STAMP): pyproject.toml
 		{ apt-get install -y -qq bubblewrap >/dev/null 2>&1 || \
 		  { apt-get update -qq >/dev/null && apt-get install -y -qq bubblewrap >/dev/null; }; }; } || \
 		echo "note: bubblewrap is not installed; workers get the unshare fallback"
+	@# Headless Chromium opens the generated HTML pages (class report, feedback) in the tests, to catch console
+	@# errors; without it those tests skip and say so. Installed the same way as bubblewrap.
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		{ apt-get install -y -qq chromium >/dev/null 2>&1 || \
+		  { apt-get update -qq >/dev/null && apt-get install -y -qq chromium >/dev/null; }; }; } || \
+		echo "note: chromium is not installed; the browser tests of the HTML pages skip"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'

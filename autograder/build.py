@@ -5,10 +5,15 @@ Steps, each a function, run in this order by `build_assignment`:
 1. `validate_points`: every nbgrader grade cell is worth exactly the points of its checks;
    `validate_rules`: the notebook's introduction states every by-hand rule the checks enforce;
 2. `run_nbgrader`: `generate_assignment` (solutions and hidden tests stripped) into
-   release/, `generate_solution` (hidden tests stripped, nothing executed) into solutions/;
+   release/, `generate_solution` (hidden tests stripped, nothing executed) into solutions/; both
+   start with `runtime_package.StudentRuntime`, which puts the URL of the student runtime wheel
+   where the setup cell has its placeholder;
 3. `vendor_runtime`: copy what the student needs to run the public checks (the check
    runtime and the public check files, byte for byte) next to both notebooks;
 4. `verify_release`: no solution code and no hidden check reached release/.
+
+After its assignments, `autograder build` writes the runtime wheel for Colab, Kaggle and laptops
+from what release/ holds (`runtime_package.build_runtime_package`) and verifies it the same way.
 
 The result is deterministic: building twice changes nothing.
 """
@@ -25,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .course import Assignment, Course
+from .runtime_package import URL_PLACEHOLDER
 
 PACKAGE = Path(__file__).resolve().parent
 #: The runtime a student needs for `check(...)` in the notebook (import closure of selfcheck, checklib and drivers).
@@ -131,9 +137,12 @@ def public_check_files(assignment: Assignment, checks: list) -> list[Path]:
 
 
 def nbgrader_environment() -> dict[str, str]:
-    """nbgrader runs `alembic` from PATH: put this interpreter's scripts first."""
+    """nbgrader runs `alembic` from PATH: put this interpreter's scripts first. nbgrader also puts the course
+    directory first on sys.path, where a course's own `autograder/checks/` folder would shadow an editable
+    install of the engine (its `nbgrader_config.py` imports it): PYTHONPATH names the engine's folder."""
     env = dict(os.environ)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE.parent), env.get("PYTHONPATH", "")) if p)
     return env
 
 
@@ -188,6 +197,9 @@ def verify_release(assignment: Assignment, checks: list) -> None:
         code = "\n".join(_cells(path, kind="code")) if path.suffix == ".ipynb" else ""
         if "BEGIN SOLUTION" in code or "BEGIN HIDDEN TESTS" in code:
             raise BuildError(f"{path} still contains solution or hidden-test markers")
+        if URL_PLACEHOLDER in code:
+            raise BuildError(f"{path} still has {URL_PLACEHOLDER} where the student runtime's URL goes: "
+                             "nbgrader_config.py must call use_student_runtime(c) (autograder.runtime_package)")
         leaked = [line for line in solution_lines if line in code]
         if leaked:
             raise BuildError(f"{path} contains solution code: {leaked[0]!r}")

@@ -5,6 +5,10 @@
     autograder check NOTEBOOK                  a student's public checks, isolated, from a terminal
     autograder calibrate ASSIGNMENT            timing ratios of the solution, to set thresholds
     autograder doctor [ASSIGNMENT]             which sandbox layers this machine gives the workers
+    autograder similarity ASSIGNMENT PATH ...  who handed in the same code (similarity.html, similarity.csv)
+    autograder report ASSIGNMENT               the class report for TAs (report.html) from a batch's results
+    autograder audit ASSIGNMENT                mutation testing: do the checks catch small bugs in the solution?
+    autograder gradescope ASSIGNMENT           the Gradescope autograder zip (setup.sh, run_autograder, checks)
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ LIMIT_FLAGS = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .worker.limits import hide_from_inspection
+
+    hide_from_inspection()  # the coordinator writes results: no same-uid process may trace it
     parser = _parser()
     args = parser.parse_args(argv)
     try:
@@ -39,6 +46,11 @@ def main(argv: list[str] | None = None) -> int:
 
 class _Failure(Exception):
     pass
+
+
+#: `gradescope`'s limit defaults: a worker's extra memory and the time budgets that fit Gradescope's
+#: default container (768 MB, half a CPU, 10 minutes); see autograder/gradescope/run.py.
+GRADESCOPE_LIMITS = {"memory_mb": 1024, "submission_seconds": 420.0}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -59,6 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     grade.add_argument("--workers", type=int, default=1, help="submissions graded in parallel (default: 1)")
     grade.add_argument("--force", action="store_true",
                        help="grade again submissions whose result in the output folder is already up to date")
+    grade.add_argument("--profile", action="store_true",
+                       help="print where the grading time went: cells, each check, worker start-up and the rest")
     _grading_options(grade)
     grade.set_defaults(run=_grade)
 
@@ -82,10 +96,59 @@ def _parser() -> argparse.ArgumentParser:
     doctor.add_argument("--sandbox", choices=SANDBOX_MODES, default="auto", help="mode to verify (default: auto)")
     doctor.add_argument("--runs", type=int, default=20, help="workers to start for the timing (default: 20)")
     doctor.set_defaults(run=_doctor)
+
+    similarity = commands.add_parser("similarity", help="who handed in the same code: pairs of submissions whose "
+                                                        "graded code is alike after normalisation (MOSS-style)")
+    similarity.add_argument("assignment")
+    similarity.add_argument("paths", nargs="+", type=Path, help="the submissions, as for `grade`")
+    similarity.add_argument("--out", type=Path, default=None,
+                            help="where similarity.html and similarity.csv go (default: autograded/<assignment>)")
+    similarity.add_argument("--top", type=int, default=50, help="pairs to report (default: 50)")
+    similarity.add_argument("--min-score", type=float, default=0.1,
+                            help="report only pairs with at least this overall score, 0-1 (default: 0.1)")
+    similarity.add_argument("--show", type=int, default=25, help="pairs shown side by side in the page (default: 25)")
+    similarity.add_argument("--max-holders", type=int, default=None,
+                            help="ignore fingerprints found in more submissions than this, as common code "
+                                 "(default: max(10, 1%% of the class), as MOSS's -m)")
+    similarity.add_argument("-k", type=int, default=8, help="tokens per k-gram (default: 8)")
+    similarity.add_argument("--window", type=int, default=4,
+                            help="winnowing window: shared runs of window + k - 1 tokens are always found (default: 4)")
+    similarity.set_defaults(run=_similarity)
+
+    report = commands.add_parser("report", help="write the class report (report.html) from a batch's result files")
+    report.add_argument("assignment")
+    report.add_argument("--out", type=Path, default=None,
+                        help="the batch's output folder, where report.html goes (default: autograded/<assignment>)")
+    report.set_defaults(run=_report)
+
+    audit = commands.add_parser(
+        "audit", help="mutation testing of the checks: grade small changes to the solution",
+        description="Grade mutants of the solution notebook (one small change each) and report which survive. "
+                    "Here --seed seeds both the sampling of mutants and the checks' inputs, and defaults to 0, "
+                    "so a rerun grades the same mutants the same way and keeps their results.")
+    audit.add_argument("assignment")
+    audit.add_argument("--workers", type=int, default=1, help="mutants graded in parallel (default: 1)")
+    audit.add_argument("--max-mutants", type=int, default=None,
+                       help="grade at most this many, sampled evenly over parts and operators (default: all)")
+    audit.add_argument("--parts", default=None, help="comma-separated grade cells to mutate (default: all)")
+    audit.add_argument("--out", type=Path, default=None, help="output folder (default: autograded/audit-<assignment>)")
+    audit.add_argument("--force", action="store_true", help="grade again mutants whose result is up to date")
+    _grading_options(audit)  # its --seed also seeds the sampling of mutants (default here: 0)
+    audit.set_defaults(run=_audit)
+
+    gradescope = commands.add_parser("gradescope", help="write the Gradescope autograder zip of an assignment")
+    gradescope.add_argument("assignment")
+    gradescope.add_argument("--out", type=Path, default=None,
+                            help="the zip to write (default: autograded/<assignment>-gradescope.zip)")
+    gradescope.add_argument("--hidden-visibility", default="after_due_date",
+                            choices=("after_due_date", "after_published", "hidden"),
+                            help="when students see the hidden checks' results (default: after_due_date)")
+    _grading_options(gradescope, GRADESCOPE_LIMITS)  # stored in the zip; defaults fit Gradescope's default container
+    gradescope.set_defaults(run=_gradescope, devices="cpu")  # Gradescope has no GPU
     return parser
 
 
-def _grading_options(parser: argparse.ArgumentParser) -> None:
+def _grading_options(parser: argparse.ArgumentParser, limits: dict | None = None) -> None:
     from .grading.options import Limits
 
     parser.add_argument("--seed", type=int, default=None, help="seed of the checks' random inputs (default: fresh)")
@@ -94,7 +157,7 @@ def _grading_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sandbox", choices=SANDBOX_MODES, default="auto",
                         help="auto: every layer the machine supports, missing ones reported; strict: refuse to "
                              "grade unless all are in force; off: no namespaces or seccomp (default: auto)")
-    defaults = {f.name: f.default for f in fields(Limits)}
+    defaults = {f.name: f.default for f in fields(Limits)} | (limits or {})
     for name, text in LIMIT_FLAGS.items():
         parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=type(defaults[name]),
                             default=defaults[name], help=f"{text} (default: {defaults[name]})")
@@ -116,8 +179,10 @@ def _options(args: argparse.Namespace, *, public_only: bool = False) -> dict:
 
 def _build(args: argparse.Namespace) -> int:
     from .build import BuildError, build_assignment
+    from .runtime_package import RuntimePackageError, build_runtime_package, runtime_settings
 
     course = _course(args)
+    runtime = runtime_settings(course)
     for assignment in args.assignments or course.assignments():
         try:
             report = build_assignment(course, assignment)
@@ -126,6 +191,13 @@ def _build(args: argparse.Namespace) -> int:
         total = sum(p["points"] for p in report.points.values())
         print(f"built {assignment}: {report.release.relative_to(course.root)}, "
               f"{report.solutions.relative_to(course.root)} ({len(report.points)} grade cells, {total:g} points)")
+    try:
+        package = build_runtime_package(course, runtime)
+    except RuntimePackageError as exc:
+        raise _Failure(f"student runtime package: {exc}") from None
+    print(f"built the student runtime: {package.path.relative_to(course.root)} "
+          f"({', '.join(package.assignments) or 'no assignment released yet'}; "
+          f"students install it from {runtime.install_url or 'nowhere: set c.StudentRuntime.url'})")
     return 0
 
 
@@ -133,6 +205,7 @@ def _grade(args: argparse.Namespace) -> int:
     from .grading.archive import ArchiveError, unpacked
     from .grading.batch import BatchError, format_summary, grade_batch
     from .grading.discover import DiscoveryError, discover
+    from .nbgrader_bridge.record import format_hand_back, hand_back
 
     course = _course(args)
     assignment = course.assignment(args.assignment)
@@ -144,10 +217,44 @@ def _grade(args: argparse.Namespace) -> int:
                 raise _Failure("no submissions found in the given paths")
             report = grade_batch(course=course, assignment=assignment.id, submissions=submissions, out_dir=out,
                                  workers=args.workers, options=_options(args), force=args.force)
+            handed = hand_back(course=course, assignment=assignment.id, submissions=submissions,
+                               results=report.results, out_dir=out)
     except (ArchiveError, DiscoveryError, BatchError) as exc:
         raise _Failure(str(exc)) from None
     print(format_summary(report))
+    print(format_hand_back(handed, course_root=course.root))
+    if args.profile:
+        from .grading.profile import format_profile, profile
+
+        print(format_profile(profile(report.results, wall_seconds=report.seconds, slots=args.workers)))
+    _report_after_batch(out_dir=out, assignment=assignment.id, course_root=course.root)
     return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .report import write_class_report
+
+    course = _course(args)
+    assignment = course.assignment(args.assignment)
+    out = args.out or course.root / "autograded" / assignment.id
+    if not out.is_dir():
+        raise _Failure(f"no results folder {out}: grade first, or pass --out")
+    print(f"class report: {write_class_report(out_dir=out, assignment=assignment.id, course_root=course.root)}")
+    return 0
+
+
+def _report_after_batch(*, out_dir: Path, assignment: str, course_root: Path) -> Path | None:
+    """The class report at the end of `grade`; a failure only warns (the results are already written)."""
+    from .report import write_class_report
+
+    try:
+        path = write_class_report(out_dir=out_dir, assignment=assignment, course_root=course_root)
+    except Exception as exc:  # noqa: BLE001 - the report must never cost the batch
+        print(f"warning: could not write the class report: {type(exc).__name__}: {exc} "
+              f"(results are kept; try `autograder report {assignment}`)", file=sys.stderr)
+        return None
+    print(f"class report: {path}")
+    return path
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -199,6 +306,72 @@ def _doctor(args: argparse.Namespace) -> int:
     report = doctor(assignment, mode=args.sandbox, limits=Limits(), runs=args.runs)
     print(format_doctor(report))
     return 1 if args.sandbox == "strict" and report.assessment.missing else 0
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from .audit import AuditError, audit, format_audit
+
+    course = _course(args)
+    assignment = course.assignment(args.assignment)
+    args.seed = 0 if args.seed is None else args.seed  # reproducible by default: same mutants, same inputs
+    parts = [p for p in (args.parts or "").split(",") if p] or None
+    try:
+        report = audit(course=course, assignment=assignment.id, workers=args.workers, options=_options(args),
+                       out_dir=args.out or course.root / "autograded" / f"audit-{assignment.id}", seed=args.seed,
+                       max_mutants=args.max_mutants, parts=parts, force=args.force)
+    except AuditError as exc:
+        raise _Failure(str(exc)) from None
+    print(format_audit(report))
+    return 0
+
+
+def _gradescope(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from .gradescope.bundle import BundleError, GradescopeSettings, write_bundle
+    from .grading.options import Limits
+
+    course = _course(args)
+    assignment = course.assignment(args.assignment)
+    out = args.out or course.root / "autograded" / f"{assignment.id}-gradescope.zip"
+    limits = Limits(**{name: getattr(args, name) for name in LIMIT_FLAGS})
+    settings = GradescopeSettings(limits=asdict(limits), timing_scale=args.timing_scale, sandbox=args.sandbox,
+                                  hidden_visibility=args.hidden_visibility, seed=args.seed,
+                                  devices=tuple(d for d in args.devices.split(",") if d))
+    try:
+        bundle = write_bundle(assignment, out, settings=settings)
+    except BundleError as exc:
+        raise _Failure(str(exc)) from None
+    print(f"wrote {bundle.path} ({bundle.bytes / 1024:.0f} KiB, {len(bundle.files)} files); "
+          f"requirements: {', '.join(bundle.requirements)}")
+    print("Upload it as the assignment's autograder (Configure Autograder > Zip file upload).")
+    return 0
+
+
+def _similarity(args: argparse.Namespace) -> int:
+    from .grading.archive import ArchiveError, unpacked
+    from .grading.discover import DiscoveryError, discover
+    from .similarity import Settings, similarity_report
+    from .similarity.extract import Unreadable
+    from .similarity.page import format_similarity
+
+    course = _course(args)
+    assignment = course.assignment(args.assignment)
+    out = args.out or course.root / "autograded" / assignment.id
+    if args.k < 1 or args.window < 1 or (args.max_holders is not None and args.max_holders < 2):
+        raise _Failure("-k and --window must be at least 1, --max-holders at least 2")
+    settings = Settings(k=args.k, window=args.window, max_holders=args.max_holders)
+    try:
+        with unpacked(args.paths) as paths:
+            submissions = discover(paths, assignment=assignment.id, notebook_name=assignment.notebook_name)
+            if not submissions:
+                raise _Failure("no submissions found in the given paths")
+            report = similarity_report(course=course, assignment=assignment.id, submissions=submissions, out_dir=out,
+                                       top=args.top, min_score=args.min_score, settings=settings, show=args.show)
+    except (ArchiveError, DiscoveryError, Unreadable) as exc:
+        raise _Failure(str(exc)) from None
+    print(format_similarity(report))
+    return 0
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ check what each attack was after: files it must not read or write, a listener it
 must not reach, processes that must not survive, text that must not reach feedback.
 """
 
+import errno
 import json
 import os
 import socket
@@ -44,6 +45,14 @@ def attacks(out: str, checks_dir: str, course_root: str, *, secrets: list[str], 
             "torch.testing.assert_close = lambda *a, **k: None\n"
             "numpy.allclose = lambda *a, **k: True\n")],
         "exit_early": ["import os\ndef double(x):\n    os._exit(0)\n", "import os\nos._exit(0)"],
+        "ptrace": [WRONG, (
+            "import ctypes, os\n"
+            "libc = ctypes.CDLL(None, use_errno=True)\n"
+            "for name, call in (('traceme', lambda: libc.ptrace(0, 0, None, None)),\n"
+            "                   ('attach_parent', lambda: libc.ptrace(16, os.getppid(), None, None)),\n"
+            "                   ('vm_read_parent', lambda: libc.process_vm_readv(os.getppid(), None, 0, None, 0, 0)),\n"
+            "                   ('vm_write_parent', lambda: libc.process_vm_writev(os.getppid(), None, 0, None, 0, 0))):\n"
+            "    print('TRY', name, call(), ctypes.get_errno())\n")],
         "forge_results": [WRONG, (
             "import atexit, glob, os\n"
             f"OUT = {out!r}\n"
@@ -307,7 +316,7 @@ def batch(demo_course, tmp_path_factory):
 ATTACKS = ["patch_allclose", "exit_early", "forge_results", "lying_tensor", "conftest", "ignore_signals",
            "memory_bomb", "stdout_flood", "lone_surrogates", "kill_the_grader", "fork_storm", "daemon",
            "read_secrets", "exfiltrate", "write_tmp", "fill_disk", "burn_cpu", "pickle_payload",
-           "leak_hidden_inputs"]
+           "leak_hidden_inputs", "ptrace"]
 
 
 @pytest.mark.parametrize("attack", ATTACKS)
@@ -317,6 +326,15 @@ def test_hostile_submissions_earn_nothing(batch, attack):
     assert results[attack]["score"] == 0
     on_disk = json.loads((out / f"{attack}.json").read_text())
     assert on_disk["score"] == 0 and on_disk["extra_data"]["student"] == attack
+
+
+def test_ptrace_and_other_processes_memory_are_refused(batch):
+    """Can student code trace, read or write another process (the zygote, the slot)? The seccomp filter refuses
+    ptrace and process_vm_readv/writev with EPERM, even where the grader's processes share the worker's uid."""
+    results, *_ = batch
+    printed = "".join(c["output"] for c in results["ptrace"]["extra_data"]["cells"])
+    for name in ("traceme", "attach_parent", "vm_read_parent", "vm_write_parent"):
+        assert f"TRY {name} -1 {errno.EPERM}\n" in printed, printed
 
 
 def test_an_honest_submission_in_the_same_batch_keeps_full_marks(batch):

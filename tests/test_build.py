@@ -29,7 +29,8 @@ def test_building_twice_changes_nothing(demo_course):
 
 @pytest.mark.slow
 def test_committed_release_and_solutions_match_source(tmp_path):
-    """Would rebuilding the course from source/ reproduce the committed release/ and solutions/ exactly?"""
+    """Would rebuilding the course from source/ reproduce the committed release/, solutions/ and runtime wheel
+    exactly?"""
     course = copy_course(tmp_path / "course", source=REPO, assignments=COURSE_ASSIGNMENTS)
     build(course)
     for folder in ("release", "solutions"):
@@ -37,6 +38,9 @@ def test_committed_release_and_solutions_match_source(tmp_path):
             fresh, committed = course.root / folder / assignment, REPO / folder / assignment
             assert tree(fresh) == tree(committed), (
                 f"{folder}/{assignment} is out of date: run `autograder build {assignment}` and commit")
+    for wheel in (course.root / "release" / "dist").glob("*.whl"):  # the student runtime (runtime_package.py)
+        assert wheel.read_bytes() == (REPO / "release" / "dist" / wheel.name).read_bytes(), (
+            f"release/dist/{wheel.name} is out of date: run `autograder build` and commit")
 
 
 @pytest.mark.parametrize("assignment", COURSE_ASSIGNMENTS)

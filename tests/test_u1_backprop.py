@@ -79,6 +79,20 @@ BUGS = {
         "Value.__mul__ = _mul",
         {"test_value_forward_and_backward", "test_value_reflected_operations"},
         {"test_value_random_graphs"}),
+    "value_relu_grad_passes_negatives": Bug(  # a survivor of `autograder audit` (`out.data >= 0` is always true)
+        "def _relu(self):\n"
+        "    out = Value(max(0.0, self.data), (self,), 'relu')\n"
+        "    def _backward():\n"
+        "        self.grad += (out.data >= 0) * out.grad\n"
+        "    out._backward = _backward\n"
+        "    return out\n"
+        "Value.relu = _relu",
+        {"test_value_forward_and_backward"},
+        {"test_value_random_graphs"}),
+    "pairwise_not_clamped": Bug(  # a survivor of `autograder audit`: tiny negative distances left in
+        "def pairwise_sq_distances(X, Y):\n"
+        "    return (X ** 2).sum(dim=1, keepdim=True) + (Y ** 2).sum(dim=1) - 2 * X @ Y.T",
+        {"test_pairwise_distances_edge_shapes"}),
     "pairwise_double_loop": Bug(
         "def pairwise_sq_distances(X, Y):\n"
         "    D = torch.zeros(X.shape[0], Y.shape[0], dtype=X.dtype, device=X.device)\n"

@@ -104,3 +104,19 @@ def _pick(student: str, folder: Path, notebook_name: str) -> Submission:
     return Submission(sid, None, problem=(
         f"La entrega contiene varios notebooks ({names}) y no uno solo llamado `{notebook_name}`; "
         "no sabemos cuál corregir. Entrega solo el notebook de la tarea."))
+
+
+def submission_in(folder: Path, *, student: str, notebook_name: str) -> Submission:
+    """The one submission in `folder` (a student's upload, e.g. Gradescope's /autograder/submission):
+    the notebook at any depth, picked as for a folder of student folders. A notebook reached through a
+    link, or lying outside `folder`, is refused: the grader reads it with its own rights."""
+    sid = student_id(student)
+    if not folder.is_dir():
+        return Submission(sid, None, problem=f"No se recibió ninguna entrega; se esperaba `{notebook_name}`.")
+    found = _pick(student, folder, notebook_name)
+    if found.path is not None:
+        real = found.path.resolve()
+        if found.path.is_symlink() or real != folder.resolve() / found.path.relative_to(folder):
+            return Submission(sid, None, problem=f"`{found.path.name}` es un enlace simbólico, no un notebook. "
+                                                 "Entrega el archivo .ipynb tal cual.")
+    return found

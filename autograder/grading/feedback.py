@@ -1,4 +1,8 @@
-"""A result file as text for a terminal: what the student sees, grouped by graded part (Spanish)."""
+"""A result file as text for students (Spanish): for a terminal, and one graded part at a time.
+
+Hidden checks never show more than their title and outcome: their output may describe
+inputs the student must not learn, so it stays in the result file for the staff.
+"""
 
 from __future__ import annotations
 
@@ -24,3 +28,43 @@ def format_feedback(result: dict, *, show_hidden: bool = False) -> str:
                 lines += [f"      {line}" for line in test["output"].splitlines()]
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def part_score(result: dict, grade_id: str) -> tuple[float, float]:
+    """(points earned, points possible) of one graded part; a part the result does not know is worth 0 of 0."""
+    cell = result.get("extra_data", {}).get("grade_cells", {}).get(grade_id) or {}
+    return float(cell.get("score", 0.0)), float(cell.get("max_score", 0.0))
+
+
+def part_report(result: dict, grade_id: str) -> str:
+    """The report of one graded part, in Markdown: public checks in detail, hidden checks by title and outcome."""
+    score, total = part_score(result, grade_id)
+    lines = [f"**Parte «{grade_id}»: {score:g} de {total:g} puntos.**", ""]
+    status = result.get("extra_data", {}).get("status")
+    tests = [t for t in result.get("tests", []) if (t.get("tags") or [""])[0] == grade_id]
+    if status != "graded" or not tests:
+        lines.append("Esta parte no se pudo corregir. El motivo está en el resumen de la entrega:")
+        lines += ["", *[f"> {line}" for line in (result.get("output") or "").splitlines()]]
+        return "\n".join(lines).rstrip() + "\n"
+    public = [t for t in tests if t.get("visibility") == "visible"]
+    hidden = [t for t in tests if t.get("visibility") != "visible"]
+    if public:
+        lines.append("Comprobaciones públicas (las mismas que corriste en tu notebook):")
+        lines.append("")
+        for test in public:
+            lines.append(f"- {_mark(test)} {test['name']}")
+            if test["status"] != "passed":
+                lines += [f"    {line}" for line in test.get("output", "").splitlines()]
+        lines.append("")
+    if hidden:
+        passed = sum(t["status"] == "passed" for t in hidden)
+        lines.append(f"Comprobaciones ocultas: {passed} de {len(hidden)} superadas "
+                     f"({sum(t['score'] for t in hidden):g} de {sum(t['max_score'] for t in hidden):g} puntos). "
+                     "De estas solo mostramos el título y el resultado.")
+        lines.append("")
+        lines += [f"- {_mark(test)} {test['name']}" for test in hidden]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _mark(test: dict) -> str:
+    return MARK["passed"] if test.get("status") == "passed" else MARK["failed"]

@@ -14,6 +14,7 @@ import traceback
 from pathlib import Path
 
 from ..course import Course
+from ..worker.limits import hide_from_inspection
 from .discover import Submission
 from .grader import Grader
 from .isolation import IsolationError
@@ -26,6 +27,7 @@ def main() -> None:
     parser.add_argument("--jobs-fd", type=int, required=True)
     parser.add_argument("--replies-fd", type=int, required=True)
     args = parser.parse_args()
+    hide_from_inspection()  # the trusted process: no same-uid process may trace it or touch its memory
     jobs = os.fdopen(args.jobs_fd, "r", encoding="utf-8")
     replies = os.fdopen(args.replies_fd, "w", encoding="utf-8", buffering=1)
 

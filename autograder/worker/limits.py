@@ -13,6 +13,7 @@ import resource
 from dataclasses import dataclass
 
 PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_NO_NEW_PRIVS = 38
 
@@ -49,6 +50,28 @@ def die_with_parent() -> bool:
 
 def no_new_privileges() -> bool:
     return _prctl(PR_SET_NO_NEW_PRIVS, 1)
+
+
+def hide_from_inspection() -> bool:
+    """No process of this uid may trace this one or open its memory (`/proc/<pid>/mem`): where the grader's
+    processes share the workers' uid (a non-root grader or container), student code cannot reach the slot,
+    the zygote or another worker that way. Inherited by forks; a core dump is not written either."""
+    return _prctl(PR_SET_DUMPABLE, 0)
+
+
+def prefer_oom_kill() -> bool:
+    """Make this process the kernel's first choice when memory runs out (as under a container's limit):
+    a worker, never the grader. Raising one's own score needs no privilege, but a process hidden from
+    inspection sees its /proc files owned by root: it is visible for the one write."""
+    _prctl(PR_SET_DUMPABLE, 1)
+    try:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write("1000")
+        return True
+    except OSError:
+        return False
+    finally:
+        hide_from_inspection()
 
 
 def current_address_space() -> int:

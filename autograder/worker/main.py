@@ -154,6 +154,7 @@ def confine(spec: dict, *, rpc_fd: int, out_fd: int) -> dict:
     os.environ.update(spec["env"])
     layers = {"session": True, "rlimits": not failed, "rlimits_failed": failed,
               "pid_namespace": spec.get("pid_namespace")}
+    layers["oom_first"] = limits.prefer_oom_kill()
     if spec.get("uid") is not None:
         limits.drop_privileges(spec["uid"], spec["gid"])
     layers["uid"] = os.getuid()

@@ -1,4 +1,4 @@
-"""A seccomp filter that takes IPv4/IPv6 sockets (and io_uring) away from the worker.
+"""A seccomp filter that takes IPv4/IPv6 sockets, io_uring and other processes' memory away from the worker.
 
 The worker talks to the grader over an inherited Unix socket, so it never needs an
 IP socket. The filter is a classic BPF program installed with
@@ -10,6 +10,10 @@ The program:
   otherwise reach `socket` under another number;
 - makes `socket(AF_INET|AF_INET6, ...)` fail with EACCES;
 - makes `io_uring_setup` fail with EPERM (io_uring can open sockets without `socket`);
+- makes `ptrace`, `process_vm_readv`, `process_vm_writev` and `pidfd_getfd` fail with EPERM:
+  where the grader's processes share the worker's uid (a non-root grader, a non-root
+  container), those would let student code read or rewrite the zygote, another worker or
+  the slot that scores it;
 - allows everything else.
 """
 
@@ -37,10 +41,11 @@ _SECCOMP_MODE_FILTER = 2
 # offsets in struct seccomp_data: int nr; u32 arch; u64 ip; u64 args[6]
 _NR, _ARCH, _ARG0 = 0, 4, 16  # args[0]'s low word on little-endian machines
 
-#: machine -> (AUDIT_ARCH value, socket syscall number, io_uring_setup syscall number)
+#: machine -> (AUDIT_ARCH value, socket syscall number, syscalls refused with EPERM: io_uring_setup, ptrace,
+#: process_vm_readv, process_vm_writev, pidfd_getfd)
 _ARCHES = {
-    "x86_64": (0xC000003E, 41, 425),
-    "aarch64": (0xC00000B7, 198, 425),
+    "x86_64": (0xC000003E, 41, (425, 101, 310, 311, 438)),
+    "aarch64": (0xC00000B7, 198, (425, 117, 270, 271, 438)),
 }
 _X32_BIT = 0x40000000
 
@@ -59,8 +64,10 @@ def supported() -> bool:
 
 def program() -> list[tuple[int, int, int, int]]:
     """The filter for this machine as (code, jt, jf, k) instructions."""
-    arch, nr_socket, nr_io_uring = _ARCHES[platform.machine()]
+    arch, nr_socket, refused = _ARCHES[platform.machine()]
     deny_socket = _RET_ERRNO | errno.EACCES
+    deny = [instruction for nr in refused
+            for instruction in ((_JEQ_K, 0, 1, nr), (_RET_K, 0, 0, _RET_ERRNO | errno.EPERM))]
     return [
         (_LD_W_ABS, 0, 0, _ARCH),
         (_JEQ_K, 1, 0, arch),                     # native ABI: go on
@@ -68,8 +75,7 @@ def program() -> list[tuple[int, int, int, int]]:
         (_LD_W_ABS, 0, 0, _NR),
         (_JGE_K, 0, 1, _X32_BIT),                 # x32 syscall numbers: kill
         (_RET_K, 0, 0, _RET_KILL_PROCESS),
-        (_JEQ_K, 0, 1, nr_io_uring),
-        (_RET_K, 0, 0, _RET_ERRNO | errno.EPERM),
+        *deny,                                    # each refused syscall: EPERM
         (_JEQ_K, 1, 0, nr_socket),
         (_RET_K, 0, 0, _RET_ALLOW),
         (_LD_W_ABS, 0, 0, _ARG0),                 # the address family

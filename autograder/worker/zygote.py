@@ -211,6 +211,7 @@ def main() -> None:
                         help="hide PATH behind an empty mount (the unshare fallback)")
     args = parser.parse_args()
     control = socket.socket(fileno=args.control_fd)
+    limits.hide_from_inspection()  # and so every worker forked from here
     subreaper = limits.become_subreaper()
     limits.die_with_parent()
     for path in args.mask:

@@ -5,7 +5,7 @@ import random
 import pytest
 import torch
 
-from autograder.checklib import expect_close, expect_number, expect_sequence, randint, randn, size
+from autograder.checklib import expect_close, expect_number, expect_sequence, expect_tensor, randint, randn, size
 from autograder.checks.u1_backprop.common import (
     Dual, cross_entropy_case, expect_trajectory, expect_value_graph, linear_case, net_case, random_params,
     read_params, relu_case,
@@ -176,3 +176,12 @@ def test_pairwise_distances_edge_shapes(student, device, rng):
     X = randn(rng, 5, 3, device=device)
     D = student.pairwise_sq_distances(X, X)
     expect_close(D, torch.cdist(X, X) ** 2, name="dist2", rtol=1e-7)
+    # Far from the origin in float32 the expansion cancels: without clamping, a point's distance to itself is < 0.
+    X = randn(rng, 32, 16, device=device, dtype=torch.float32) + 50
+    D = expect_tensor(student.pairwise_sq_distances(X, X), name="dist2", shape=(32, 32), dtype=torch.float32,
+                      device=device)
+    expect_close(D.double(), torch.cdist(X.double(), X.double()) ** 2, name="dist2", rtol=1e-3)
+    if not bool((D >= 0).all()):
+        raise CheckFailure("`pairwise_sq_distances` devolvió distancias al cuadrado negativas entre puntos "
+                           "repetidos (float32, lejos del origen). Pista: por la cancelación numérica la resta "
+                           "puede quedar apenas por debajo de cero; recórtala con `.clamp_min(0)`.")

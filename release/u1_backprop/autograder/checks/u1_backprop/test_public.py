@@ -180,6 +180,7 @@ def test_value_forward_and_backward(student):
     a, b, c = Dual.leaf(Value, 2.0), Dual.leaf(Value, -3.0), Dual.leaf(Value, 0.5)
     d = a * b + c ** 2
     e = (d / a - b).tanh() + (c * 0.5).exp() - (-d).relu()
+    e = e + (c - 1.0).relu() * b + (c * 0.5).relu() * a  # relu of a negative input and of one in (0, 1)
     expect_value_graph(e * a, {"a": a, "b": b, "c": c}, what="`(...) * a`")
 
 

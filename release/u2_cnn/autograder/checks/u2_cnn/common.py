@@ -281,9 +281,11 @@ BN_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 
 
 def checkpoint_path() -> Path:
-    """The pretrained checkpoint: in source/u2_cnn/ of the course, or next to the released notebook."""
-    root = Path(__file__).resolve().parents[3]  # the course, or release/u2_cnn/ when vendored there
-    candidates = (root / "source" / "u2_cnn" / CHECKPOINT, root / CHECKPOINT)
+    """The pretrained checkpoint: in source/u2_cnn/ of the course, next to the released notebook, or next to
+    this file in the student runtime wheel (installed on Colab or a laptop, it carries the released data files)."""
+    here = Path(__file__).resolve()
+    root = here.parents[3]  # the course, or release/u2_cnn/ when vendored there
+    candidates = (root / "source" / "u2_cnn" / CHECKPOINT, root / CHECKPOINT, here.parent / CHECKPOINT)
     for path in candidates:
         if path.is_file():
             return path

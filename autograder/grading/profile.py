@@ -1,0 +1,69 @@
+"""Where a batch's grading time went, from its result files: cells, each check, and the rest.
+
+`autograder grade --profile` prints it after the summary. Each result records how long
+the submission took in its slot (`execution_time`), each cell's run time and each check
+case's time; the rest is the submission's overhead (worker starts and restarts, the
+checks' pytest session, the source scan, the codec).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+TOP_CHECKS = 12
+
+
+@dataclass
+class Profile:
+    submissions: int
+    wall_seconds: float
+    slots: int
+    total: float = 0.0
+    cells: float = 0.0
+    checks: dict[str, float] = field(default_factory=dict)  # check -> seconds summed over submissions
+
+    @property
+    def checks_total(self) -> float:
+        return sum(self.checks.values())
+
+    @property
+    def other(self) -> float:
+        return max(0.0, self.total - self.cells - self.checks_total)
+
+
+def profile(results: dict[str, dict], *, wall_seconds: float, slots: int) -> Profile:
+    found = Profile(len(results), wall_seconds, slots)
+    for result in results.values():
+        found.total += _number(result.get("execution_time"))
+        extra = result.get("extra_data", {})
+        found.cells += sum(_number(c.get("seconds")) for c in extra.get("cells", []))
+        for test in result.get("tests", []):
+            data = test.get("extra_data", {})
+            name = str(data.get("check", test.get("name", "?")))
+            found.checks[name] = found.checks.get(name, 0.0) + sum(_number(c.get("seconds"))
+                                                                   for c in data.get("cases", []))
+    return found
+
+
+def _number(value) -> float:
+    return float(value) if isinstance(value, (int, float)) else 0.0
+
+
+def format_profile(found: Profile) -> str:
+    n = max(found.submissions, 1)
+    lines = [f"where the time went: {found.submissions} submission(s), {found.slots} slot(s), "
+             f"{found.wall_seconds:.1f} s of wall clock ({found.wall_seconds * found.slots / n:.2f} slot-s per "
+             "submission, start-up included)",
+             f"{'':<52} {'total s':>9} {'per subm. s':>11} {'share':>6}"]
+
+    def row(name: str, seconds: float) -> str:
+        share = seconds / found.total if found.total else 0.0
+        return f"{name:<52} {seconds:>9.1f} {seconds / n:>11.2f} {share:>6.0%}"
+
+    lines.append(row("grading a submission, in its slot", found.total))
+    lines.append(row("  notebook cells (the student's code)", found.cells))
+    lines.append(row("  checks", found.checks_total))
+    for check, seconds in sorted(found.checks.items(), key=lambda item: -item[1])[:TOP_CHECKS]:
+        lines.append(row(f"    {check[:46]}", seconds))
+    lines.append(row("  other (worker starts, restarts, pytest, scan)", found.other))
+    return "\n".join(lines)

@@ -1,0 +1,71 @@
+"""A submission notebook annotated with its result, as nbgrader and our feedback page read it.
+
+Each autograder test cell gets two outputs: the part's check report (Markdown, public
+checks in detail, hidden checks by title and outcome) and an `execute_result` holding
+the part's score, which nbgrader's `determine_grade` reads as partial credit. Every
+other code cell gets what it printed and raised when it ran in the sandbox, matched by
+position and first line (a notebook that does not match the graded one gets none).
+"""
+
+from __future__ import annotations
+
+import nbformat
+
+from ..grading.feedback import part_report, part_score
+from ..grading.intake import cell_source, first_line, is_test_cell_metadata
+
+REPORT_MIME = "text/markdown"
+
+
+def annotate_notebook(nb: nbformat.NotebookNode, result: dict) -> nbformat.NotebookNode:
+    """`nb` (modified in place and returned) with the result in its cells' outputs."""
+    ran = {entry.get("index"): entry for entry in result.get("extra_data", {}).get("cells", [])}
+    for position, cell in enumerate(nb.cells, start=1):
+        if cell.cell_type != "code":
+            continue
+        if is_test_cell_metadata(cell):
+            grade_id = cell.metadata["nbgrader"].get("grade_id", "")
+            cell.outputs = test_cell_outputs(result, grade_id)
+            cell.execution_count = None
+            continue
+        entry = ran.get(position)
+        cell.outputs = _sandbox_outputs(entry) if entry and entry.get("preview") == first_line(cell_source(cell)) \
+            else []
+        cell.execution_count = None
+    return nb
+
+
+def test_cell_outputs(result: dict, grade_id: str) -> list[nbformat.NotebookNode]:
+    report = part_report(result, grade_id)
+    score, _ = part_score(result, grade_id)
+    return [
+        nbformat.v4.new_output("display_data", data={REPORT_MIME: report, "text/plain": report}),
+        nbformat.v4.new_output("execute_result", data={"text/plain": f"{score:g}"}, execution_count=None),
+    ]
+
+
+def _sandbox_outputs(entry: dict) -> list[nbformat.NotebookNode]:
+    outputs = []
+    if entry.get("output"):
+        outputs.append(nbformat.v4.new_output("stream", name="stdout", text=entry["output"]))
+    if entry.get("output_dropped"):
+        outputs.append(nbformat.v4.new_output(
+            "stream", name="stdout", text=f"[… {entry['output_dropped']} bytes de salida omitidos]\n"))
+    error = entry.get("error")
+    if error:
+        traceback = [line for line in str(error.get("traceback") or "").splitlines()]
+        outputs.append(nbformat.v4.new_output("error", ename=str(error.get("type", entry.get("status", ""))),
+                                              evalue=str(error.get("message", "")), traceback=traceback))
+    elif entry.get("status") not in (None, "ok"):
+        outputs.append(nbformat.v4.new_output("error", ename=str(entry["status"]), evalue="", traceback=[]))
+    return outputs
+
+
+def set_scores(nb: nbformat.NotebookNode, result: dict) -> nbformat.NotebookNode:
+    """Each test cell's `score`/`points` in its nbgrader metadata, as nbgrader's `GetGrades` sets them."""
+    for cell in nb.cells:
+        if is_test_cell_metadata(cell):
+            score, total = part_score(result, cell.metadata["nbgrader"].get("grade_id", ""))
+            cell.metadata["nbgrader"]["score"] = score
+            cell.metadata["nbgrader"]["points"] = total
+    return nb
