@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-fast build bench calibrate doctor clean
+.PHONY: demo test test-fast build bench calibrate doctor docker docker-cuda podman clean
 
 $(STAMP): pyproject.toml
 	@# bubblewrap gives workers a minimal read-only view of the machine; without it the sandbox falls
@@ -58,6 +58,20 @@ calibrate: $(STAMP)
 doctor: $(STAMP)
 	$(BIN)/autograder doctor
 	$(BIN)/python bench/worker_startup.py
+
+## docker: the grader's CPU image (podman or docker, whichever is here; podman set up first where neither is)
+docker: $(STAMP)
+	@command -v docker >/dev/null && docker info >/dev/null 2>&1 || $(MAKE) --no-print-directory podman
+	bash docker/build.sh cpu
+
+## docker-cuda: the CUDA image (several GB; see docker/Dockerfile.cuda)
+docker-cuda: $(STAMP)
+	@command -v docker >/dev/null && docker info >/dev/null 2>&1 || $(MAKE) --no-print-directory podman
+	bash docker/build.sh cuda
+
+## podman: install and configure podman (as root, Debian), with a debootstrapped base where no registry answers
+podman:
+	bash docker/setup-podman.sh --base
 
 clean:
 	rm -rf $(VENV) autograded gradebook.db .pytest_cache

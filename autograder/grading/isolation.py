@@ -85,10 +85,18 @@ def bwrap_available() -> bool:
                                   "--dev", "/dev", "true"))
 
 
-def unshare_available() -> bool:
-    path = shutil.which("unshare")
+def unshare_wrapper() -> tuple[str, ...]:
+    """The `unshare` command the fallback starts the zygote with."""
     user = () if os.geteuid() == 0 else ("--map-root-user",)
-    return bool(path) and _works((path, *user, "--mount", "--net", "--pid", "--fork", "true"))
+    return (shutil.which("unshare") or "unshare", *user, "--mount", "--net", "--pid", "--ipc", "--uts", "--fork",
+            "--kill-child", "--mount-proc", "--propagation", "private")
+
+
+def unshare_available() -> bool:
+    # The very command the zygote gets: in a container whose /proc has masked paths, the namespaces can be
+    # made but a fresh /proc cannot be mounted (podman without `unmask=/proc/*`, Docker without
+    # `systempaths=unconfined`).
+    return bool(shutil.which("unshare")) and _works((*unshare_wrapper(), "true"))
 
 
 def plan(mode: str, *, hidden: list[str], tmp_bytes: int, cuda: bool,
@@ -103,9 +111,7 @@ def plan(mode: str, *, hidden: list[str], tmp_bytes: int, cuda: bool,
         return Plan(mode, "bwrap", tuple(bwrap_command(hidden=hidden, tmp_bytes=tmp_bytes, cuda=cuda)),
                     ("--isolate-pids", "--wipe-tmp"))
     if "unshare" in prefer and unshare_available():
-        user = () if os.geteuid() == 0 else ("--map-root-user",)
-        wrapper = (shutil.which("unshare"), *user, "--mount", "--net", "--pid", "--ipc", "--uts", "--fork",
-                   "--kill-child", "--mount-proc", "--propagation", "private")
+        wrapper = unshare_wrapper()
         needed = python_paths()
         masks = mask_targets(hidden, needed=needed)
         notes = ["bubblewrap is missing: the filesystem view hides the course, output and submissions "
