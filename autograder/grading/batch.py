@@ -5,6 +5,7 @@ submissions, hands them to slots, writes each result file atomically as soon as 
 arrives, and at the end checks that no file was altered, writes gradebook.csv and
 returns the summary. A slot that dies costs at most one retry of its submission;
 if that dies too, the student gets a grader-error result (not a zero for their code).
+With `cluster`, the slots are Dask workers instead (cluster.py); the rest is the same.
 """
 
 from __future__ import annotations
@@ -18,10 +19,15 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..course import Course
+from ..worker.limits import hide_from_inspection
 from .discover import Submission
-from .store import ResultStore, crash_result, fingerprint, grading_digest
+from .store import ResultStore, assignment_digest, crash_result, fingerprint
+
+if TYPE_CHECKING:
+    from .cluster import ClusterSpec
 
 SLOT_START_SECONDS = 300.0
 JOB_MARGIN_SECONDS = 120.0  # a slot enforces the submission budget itself; this catches a stuck slot
@@ -111,8 +117,9 @@ class _Slot:
 
 
 def grade_batch(*, course: Course, assignment: str, submissions: list[Submission], out_dir: Path,
-                workers: int, options: dict, progress: bool = True, force: bool = False) -> BatchReport:
-    """Grade `submissions` with `workers` slots; results go to `out_dir`.
+                workers: int, options: dict, progress: bool = True, force: bool = False,
+                cluster: ClusterSpec | None = None) -> BatchReport:
+    """Grade `submissions` with `workers` slots, or on the Dask `cluster`; results go to `out_dir`.
 
     A submission whose result in `out_dir` graded the same content with the same checks
     is kept, not graded again, unless `force`: re-running a batch that was killed
@@ -120,13 +127,19 @@ def grade_batch(*, course: Course, assignment: str, submissions: list[Submission
     every result already written.
     """
     started = time.monotonic()
+    hide_from_inspection()  # this process writes the results: no same-uid process may trace it
     try:
         batch = _Batch(course=course, assignment=assignment, submissions=submissions, out_dir=out_dir,
-                       workers=workers, options=options, progress=progress, force=force)
+                       workers=0 if cluster else workers, options=options, progress=progress, force=force)
     except OSError as exc:
         raise BatchError(f"cannot use the output folder {out_dir}: {exc.strerror or exc}") from None
     try:
-        batch.run()
+        if cluster is None:
+            batch.run()
+        else:
+            from .cluster import grade_on_cluster
+
+            grade_on_cluster(batch, course=course, cluster=cluster)
     finally:
         batch.close()
     try:
@@ -152,8 +165,7 @@ class _Batch:
         self.assignment = assignment
         self.store = ResultStore(out_dir)
         target = course.assignment(assignment)
-        grading = grading_digest([*target.check_files(), target.release_notebook],
-                                 public_only=bool(options.get("public_only")))
+        grading = assignment_digest(target, public_only=bool(options.get("public_only")))
         self.fingerprints = {s.student: fingerprint(s.path, s.problem, grading=grading) for s in submissions}
         # The worker must see neither the results nor any submission (its own comes over its pipe).
         hidden = [str(out_dir), *{str(s.path.parent) for s in submissions if s.path}]
@@ -220,13 +232,8 @@ class _Batch:
             self.grade_cells = message["grade_cells"]
             self.isolation = message.get("isolation", {})
         elif event == "done":
-            self._write(message["student"], message["text"])
-            self.results[message["student"]] = json.loads(message["text"])
-            self.rows.append(BatchRow(message["student"], message["score"], message["max_score"],
-                                      message["status"], message["seconds"], message["restarts"],
-                                      message["cell_errors"]))
+            self.done(message)
             slot.current = None
-            self.bar.update(1)
         if slot.ready and slot.current is None and self.pending:
             submission = self.pending.pop(0)
             slot.assign(submission, self.fingerprints[submission.student])
@@ -249,10 +256,22 @@ class _Batch:
         if self.retries[lost.student] <= 1:
             self.pending.insert(0, lost)
             return
-        text = crash_result(student=lost.student, assignment=self.assignment, source=str(lost.path or ""),
-                            grade_cells=self.grade_cells, detail="the grading process died twice on this submission")
-        self._write(lost.student, text)
-        self.rows.append(BatchRow(lost.student, 0.0, sum(self.grade_cells.values()), "error", 0.0))
+        self.grader_error(lost, "the grading process died twice on this submission")
+
+    def done(self, message: dict) -> None:
+        """A slot's `done` message (see slot.done_message): write the result, count it."""
+        self._write(message["student"], message["text"])
+        self.results[message["student"]] = json.loads(message["text"])
+        self.rows.append(BatchRow(message["student"], message["score"], message["max_score"], message["status"],
+                                  message["seconds"], message["restarts"], message["cell_errors"]))
+        self.bar.update(1)
+
+    def grader_error(self, submission: Submission, detail: str) -> None:
+        """A submission the grader could not grade (not the student's fault): a zero with `detail` for TAs."""
+        text = crash_result(student=submission.student, assignment=self.assignment,
+                            source=str(submission.path or ""), grade_cells=self.grade_cells, detail=detail)
+        self._write(submission.student, text)
+        self.rows.append(BatchRow(submission.student, 0.0, sum(self.grade_cells.values()), "error", 0.0))
         self.bar.update(1)
 
     def close(self) -> None:

@@ -6,7 +6,7 @@ inputs the student must not learn, so it stays in the result file for the staff.
 
 from __future__ import annotations
 
-MARK = {"passed": "✔", "failed": "✘", "skipped": "omitido"}
+MARK = {"passed": "✔", "failed": "✘"}
 
 
 def format_feedback(result: dict, *, show_hidden: bool = False) -> str:

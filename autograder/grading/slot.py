@@ -19,7 +19,7 @@ from .discover import Submission
 from .grader import Grader
 from .isolation import IsolationError
 from .options import GradeOptions
-from .results import dump
+from .results import SubmissionResult, dump
 
 
 def main() -> None:
@@ -56,11 +56,18 @@ def main() -> None:
             submission = Submission(job["student"], Path(job["path"]) if job["path"] else None, job["problem"])
             result = grader.grade(submission)
             result.fingerprint = job["fingerprint"]
-            send({"event": "done", "student": result.student, "text": dump(result), "score": result.score,
-                  "max_score": result.max_score, "status": result.status, "seconds": round(result.seconds, 3),
-                  "restarts": result.restarts, "cell_errors": sum(c.status != "ok" for c in result.cells)})
+            if job.get("source") is not None:  # a copy of the file (on a Dask worker): name the original
+                result.source = job["source"]
+            send(done_message(result))
     finally:
         grader.close()
+
+
+def done_message(result: SubmissionResult) -> dict:
+    """What the coordinator needs of one graded submission: the result file's text and its summary row."""
+    return {"event": "done", "student": result.student, "text": dump(result), "score": result.score,
+            "max_score": result.max_score, "status": result.status, "seconds": round(result.seconds, 3),
+            "restarts": result.restarts, "cell_errors": sum(c.status != "ok" for c in result.cells)}
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import io
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 
 from .. import __version__
@@ -54,6 +55,11 @@ def grading_digest(files: list[Path], *, public_only: bool) -> str:
     return digest.hexdigest()
 
 
+def assignment_digest(assignment, *, public_only: bool) -> str:
+    """`grading_digest` of an assignment: its check files and its release notebook."""
+    return grading_digest([*assignment.check_files(), assignment.release_notebook], public_only=public_only)
+
+
 def fingerprint(path: Path | None, problem: str | None, *, grading: str) -> str:
     """A submission's content (or its stated problem) together with the grading digest."""
     digest = hashlib.sha256(grading.encode() + b"\0")
@@ -64,6 +70,27 @@ def fingerprint(path: Path | None, problem: str | None, *, grading: str) -> str:
     return digest.hexdigest()
 
 
+#: A temporary file older than this was left by a write cut short (a write takes milliseconds); a younger one
+#: may belong to another run writing into the same folder right now.
+STALE_TMP_SECONDS = 60.0
+FINISHED = ("graded", "invalid")  # a grader error is graded again by the next run
+
+
+def stored_result(out_dir: Path, student: str, fingerprint: str, *,
+                  statuses: tuple[str, ...] = FINISHED) -> dict | None:
+    """The result file of `student` in `out_dir` if it graded this very fingerprint with one of `statuses`."""
+    try:
+        data = json.loads(result_path(out_dir, student).read_text(encoding="utf-8"))
+        extra = data["extra_data"]
+        if (extra["student"] == student and extra.get("fingerprint") == fingerprint
+                and extra["status"] in statuses and isinstance(extra["grade_cells"], dict)
+                and all(isinstance(data[k], (int, float)) for k in ("score", "max_score"))):
+            return data
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return None
+
+
 class ResultStore:
     """Writes results and remembers them, to detect and undo tampering."""
 
@@ -71,21 +98,17 @@ class ResultStore:
         self.out_dir = out_dir
         self.written: dict[str, str] = {}
         out_dir.mkdir(parents=True, exist_ok=True)
+        now = time.time()
         for leftover in out_dir.glob(".*.tmp"):  # a write cut short by a kill: never a result
-            leftover.unlink(missing_ok=True)
+            try:
+                if now - leftover.stat().st_mtime > STALE_TMP_SECONDS:
+                    leftover.unlink(missing_ok=True)
+            except OSError:
+                pass
 
     def finished(self, student: str, fingerprint: str) -> dict | None:
         """The stored result of `student` if it graded this very fingerprint (not a grader error)."""
-        try:
-            data = json.loads(result_path(self.out_dir, student).read_text(encoding="utf-8"))
-            extra = data["extra_data"]
-            if (extra["student"] == student and extra.get("fingerprint") == fingerprint
-                    and extra["status"] in ("graded", "invalid") and isinstance(extra["grade_cells"], dict)
-                    and all(isinstance(data[k], (int, float)) for k in ("score", "max_score"))):
-                return data
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
-        return None
+        return stored_result(self.out_dir, student, fingerprint)
 
     def write(self, student: str, text: str) -> Path:
         path = result_path(self.out_dir, student)

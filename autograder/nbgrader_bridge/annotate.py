@@ -62,10 +62,17 @@ def _sandbox_outputs(entry: dict) -> list[nbformat.NotebookNode]:
 
 
 def set_scores(nb: nbformat.NotebookNode, result: dict) -> nbformat.NotebookNode:
-    """Each test cell's `score`/`points` in its nbgrader metadata, as nbgrader's `GetGrades` sets them."""
+    """Each test cell's `score`/`points` in its nbgrader metadata, as nbgrader's `GetGrades` sets them from the
+    gradebook. The notebook is the student's copy: a cell that claims points for a part the result does not
+    know (metadata a student added or edited) loses that claim."""
+    parts = result.get("extra_data", {}).get("grade_cells", {})
     for cell in nb.cells:
-        if is_test_cell_metadata(cell):
-            score, total = part_score(result, cell.metadata["nbgrader"].get("grade_id", ""))
-            cell.metadata["nbgrader"]["score"] = score
-            cell.metadata["nbgrader"]["points"] = total
+        meta = cell.get("metadata", {}).get("nbgrader")
+        if not isinstance(meta, dict):
+            continue
+        if is_test_cell_metadata(cell) and meta.get("grade_id", "") in parts:
+            meta["score"], meta["points"] = part_score(result, meta["grade_id"])
+        else:
+            for claim in ("grade", "task", "points", "score"):
+                meta.pop(claim, None)
     return nb

@@ -4,8 +4,8 @@ The course's `nbgrader_config.py` puts it where nbgrader's `Execute` was in
 `Autograde.autograde_preprocessors`, so `nbgrader autograde` and formgrader's Autograde
 button never execute a submission in a host kernel. For each notebook it takes the
 result of the submitted file from the results folder when that result graded these
-very bytes with the current checks (what `autograder grade` just wrote), and grades the
-file in an isolated worker otherwise. Then it writes the result into the test cells'
+very bytes with the current checks (what `autograder grade` just wrote; read directly, so a
+class costs one file read per student), and grades the file in an isolated worker otherwise. Then it writes the result into the test cells'
 outputs (`annotate.annotate_notebook`), where nbgrader's `SaveAutoGrades` reads it.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from nbgrader.coursedir import CourseDirectory
 from nbgrader.preprocessors import NbGraderPreprocessor
-from traitlets import Int, List, Unicode
+from traitlets import Bool, Int, List, Unicode
 
 from ..course import Course
 from ..grading.discover import Submission, student_id
@@ -32,6 +32,8 @@ class IsolatedGrade(NbGraderPreprocessor):
                       ).tag(config=True)
     seed = Int(-1, help="seed of the checks' random inputs (-1: a fresh one per notebook)").tag(config=True)
     devices = List(Unicode(), ["cpu", "cuda"], help="devices checks may run on").tag(config=True)
+    keep_grader_errors = Bool(False, help="take a stored grader-error result as it is instead of grading again "
+                              "(`autograder grade` sets it: its batch has just graded every notebook)").tag(config=True)
 
     def preprocess(self, nb, resources):
         info = resources["nbgrader"]
@@ -56,7 +58,14 @@ class IsolatedGrade(NbGraderPreprocessor):
     def _result(self, course: Course, assignment: str, submission: Submission, out: Path) -> dict:
         from ..grading.batch import grade_batch
         from ..grading.options import GradeOptions
+        from ..grading.store import FINISHED, assignment_digest, fingerprint, stored_result
 
+        grading = assignment_digest(course.assignment(assignment), public_only=False)
+        statuses = (*FINISHED, "error") if self.keep_grader_errors else FINISHED
+        stored = stored_result(out, submission.student, fingerprint(submission.path, None, grading=grading),
+                               statuses=statuses)
+        if stored is not None:
+            return stored
         seed = self.seed if self.seed >= 0 else random.SystemRandom().randrange(2**31)
         options = GradeOptions(seed=seed, devices=tuple(self.devices), sandbox=self.sandbox)
         report = grade_batch(course=course, assignment=assignment, submissions=[submission], out_dir=out,

@@ -72,22 +72,33 @@ def _through_nbgrader(course: Course, assignment: str, submissions: list[Submiss
         with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
             api = NbGraderAPI(CourseDirectory(config=config), config=config)
             for result_id, student in sorted(students.items()):
-                graded = api.autograde(assignment, student, force=True, create=True)
-                if not graded["success"]:
-                    hint = "" if names[result_id] == notebook_name else (
-                        f" (the notebook is named {names[result_id]}, nbgrader only takes {notebook_name}: "
-                        "rename it and grade again)")
-                    done.problems[result_id] = "nbgrader autograde failed: " + _last_line(graded) + hint
-                    continue
-                done.recorded.append(result_id)
-                feedback = api.generate_feedback(assignment, student, force=True)
-                if not feedback["success"]:
-                    done.problems[result_id] = "nbgrader generate_feedback failed: " + _last_line(feedback)
-                    continue
-                page = Path(api.coursedir.format_path(api.coursedir.feedback_directory, student, assignment))
-                done.feedback[result_id] = next(iter(sorted(page.glob("*.html"))), page)
+                try:
+                    _record_one(api, assignment, result_id, student, names[result_id], notebook_name, done)
+                except Exception as exc:  # noqa: BLE001 - one student's trouble (a locked database...) stays theirs
+                    done.problems[result_id] = f"nbgrader: {type(exc).__name__}: {exc}"
+    except Exception as exc:  # noqa: BLE001 - nbgrader could not start: every page comes from the results
+        for result_id in students:
+            done.problems.setdefault(result_id, f"nbgrader: {type(exc).__name__}: {exc}")
     finally:
         os.chdir(here)
+
+
+def _record_one(api, assignment: str, result_id: str, student: str, name: str, notebook_name: str,
+                done: HandBack) -> None:
+    """nbgrader's autograde (our result, through `IsolatedGrade`) and feedback page for one student."""
+    graded = api.autograde(assignment, student, force=True, create=True)
+    if not graded["success"]:
+        hint = "" if name == notebook_name else (
+            f" (the notebook is named {name}, nbgrader only takes {notebook_name}: rename it and grade again)")
+        done.problems[result_id] = "nbgrader autograde failed: " + _last_line(graded) + hint
+        return
+    done.recorded.append(result_id)
+    feedback = api.generate_feedback(assignment, student, force=True)
+    if not feedback["success"]:
+        done.problems[result_id] = "nbgrader generate_feedback failed: " + _last_line(feedback)
+        return
+    page = Path(api.coursedir.format_path(api.coursedir.feedback_directory, student, assignment))
+    done.feedback[result_id] = next(iter(sorted(page.glob("*.html"))), page)
 
 
 def _last_line(outcome: dict) -> str:
@@ -102,10 +113,14 @@ def _direct_page(course: Course, assignment: str, submission: Submission, result
     target = course.assignment(assignment)
     info = PageInfo(student=submission.student, assignment=assignment, score=float(result["score"]),
                     max_score=float(result["max_score"]))
-    try:
-        nb = nbformat.read(submission.path, as_version=4)
-        page = render_feedback(set_scores(annotate_notebook(nb, result), result), info=info)
-    except Exception:  # noqa: BLE001 - no notebook, or one that cannot be read: the page is built on the release
+    page = None
+    if result.get("extra_data", {}).get("status") == "graded":  # else never read it: too big, malformed...
+        try:
+            nb = nbformat.read(submission.path, as_version=4)
+            page = render_feedback(set_scores(annotate_notebook(nb, result), result), info=info)
+        except Exception:  # noqa: BLE001 - a notebook our intake took but nbformat does not: the release's page
+            page = None
+    if page is None:
         nb = nbformat.read(target.release_notebook, as_version=4)
         bare = {**result, "extra_data": {**result.get("extra_data", {}), "cells": []}}
         page = render_feedback(set_scores(annotate_notebook(nb, bare), bare), info=info)

@@ -31,6 +31,7 @@ def course_config(root: Path, *, results_dir: Path | None = None) -> Config:
     config = PyFileConfigLoader("nbgrader_config.py", path=str(root)).load_config()
     config.CourseDirectory.root = str(root)
     use_isolated_grader(config)
-    if results_dir is not None:
+    if results_dir is not None:  # the results of a batch that just ran: take them as they are
         config.IsolatedGrade.results_dir = str(results_dir)
+        config.IsolatedGrade.keep_grader_errors = True
     return config

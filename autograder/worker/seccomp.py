@@ -14,6 +14,11 @@ The program:
   where the grader's processes share the worker's uid (a non-root grader, a non-root
   container), those would let student code read or rewrite the zygote, another worker or
   the slot that scores it;
+- makes new namespaces and mounts fail with EPERM (`unshare`, `setns`, `clone` with a
+  namespace flag, `mount` and the new mount API, `umount2`, `pivot_root`; `clone3`, whose
+  flags it cannot read, with ENOSYS, so the C library falls back to `clone`): the worker's
+  namespaces are made before the filter, and a container that lets bubblewrap make them
+  (docker/seccomp-bwrap.json) must not hand that kernel surface to student code;
 - allows everything else.
 """
 
@@ -41,12 +46,18 @@ _SECCOMP_MODE_FILTER = 2
 # offsets in struct seccomp_data: int nr; u32 arch; u64 ip; u64 args[6]
 _NR, _ARCH, _ARG0 = 0, 4, 16  # args[0]'s low word on little-endian machines
 
-#: machine -> (AUDIT_ARCH value, socket syscall number, syscalls refused with EPERM: io_uring_setup, ptrace,
-#: process_vm_readv, process_vm_writev, pidfd_getfd)
+#: machine -> (AUDIT_ARCH value, socket, clone, syscalls refused with EPERM: io_uring_setup, ptrace,
+#: process_vm_readv, process_vm_writev, pidfd_getfd, unshare, setns, mount, umount2, pivot_root and the new mount
+#: API (open_tree, move_mount, fsopen, fsconfig, fsmount, fspick))
 _ARCHES = {
-    "x86_64": (0xC000003E, 41, (425, 101, 310, 311, 438)),
-    "aarch64": (0xC00000B7, 198, (425, 117, 270, 271, 438)),
+    "x86_64": (0xC000003E, 41, 56, (425, 101, 310, 311, 438, 272, 308, 165, 166, 155, *range(428, 434))),
+    "aarch64": (0xC00000B7, 198, 220, (425, 117, 270, 271, 438, 97, 268, 40, 39, 41, *range(428, 434))),
 }
+_NR_CLONE3 = 435  # the same on both: its flags sit in a struct the filter cannot read, so it is refused with
+# ENOSYS and the C library falls back to clone, whose flags it can
+#: CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET
+_NAMESPACE_FLAGS = 0x00020000 | 0x02000000 | 0x04000000 | 0x08000000 | 0x10000000 | 0x20000000 | 0x40000000
+_JSET_K = 0x45  # BPF_JMP | BPF_JSET | BPF_K
 _X32_BIT = 0x40000000
 
 
@@ -64,7 +75,7 @@ def supported() -> bool:
 
 def program() -> list[tuple[int, int, int, int]]:
     """The filter for this machine as (code, jt, jf, k) instructions."""
-    arch, nr_socket, refused = _ARCHES[platform.machine()]
+    arch, nr_socket, nr_clone, refused = _ARCHES[platform.machine()]
     deny_socket = _RET_ERRNO | errno.EACCES
     deny = [instruction for nr in refused
             for instruction in ((_JEQ_K, 0, 1, nr), (_RET_K, 0, 0, _RET_ERRNO | errno.EPERM))]
@@ -76,6 +87,13 @@ def program() -> list[tuple[int, int, int, int]]:
         (_JGE_K, 0, 1, _X32_BIT),                 # x32 syscall numbers: kill
         (_RET_K, 0, 0, _RET_KILL_PROCESS),
         *deny,                                    # each refused syscall: EPERM
+        (_JEQ_K, 0, 1, _NR_CLONE3),
+        (_RET_K, 0, 0, _RET_ERRNO | errno.ENOSYS),
+        (_JEQ_K, 0, 4, nr_clone),                 # clone: refused with any namespace flag
+        (_LD_W_ABS, 0, 0, _ARG0),
+        (_JSET_K, 0, 1, _NAMESPACE_FLAGS),
+        (_RET_K, 0, 0, _RET_ERRNO | errno.EPERM),
+        (_RET_K, 0, 0, _RET_ALLOW),
         (_JEQ_K, 1, 0, nr_socket),
         (_RET_K, 0, 0, _RET_ALLOW),
         (_LD_W_ABS, 0, 0, _ARG0),                 # the address family

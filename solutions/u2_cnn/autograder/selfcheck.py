@@ -68,7 +68,9 @@ def run_public_checks(assignment: str, grade_id: str, namespace: dict) -> str:
     checks_dir = HERE / "checks" / assignment
     files = sorted(str(p) for p in checks_dir.glob("test_*.py"))
     if not files:
-        return f"No se encontraron las comprobaciones de `{assignment}` en {checks_dir}."
+        return (f"No se encontraron las comprobaciones de `{assignment}` en {checks_dir}. Si instalaste el paquete "
+                "del curso para otra unidad, reinstálalo para traer esta: `pip install --force-reinstall` con la "
+                "dirección que muestra la primera celda del notebook.")
     watch = RuleWatch(cells=executed_cells(namespace))
     client = Client(LocalTransport(namespace), watch=watch)
     run = CheckRun(lambda: StudentNamespace(client), watch=watch)
