@@ -91,3 +91,37 @@ def test_speed_checks_verify_every_timed_answer():
     with pytest.raises(CheckFailure):
         compare_speed(student=sometimes_lazy, reference=lambda x: x * 2, make_inputs=lambda: (torch.ones(3),),
                       verify=verify, budget=SpeedBudget(max_ratio=1e9, repeats=5), name="f", device="cpu")
+
+
+def test_one_stalled_first_call_does_not_decide_a_speed_check():
+    """A vectorised function whose very first call stalls (cold code pages, a busy CPU) is timed again, not
+    judged hopeless on that call alone; one that is slow every time still fails."""
+    import time
+
+    import torch
+
+    from autograder.checklib import SpeedBudget, compare_speed
+    from autograder.errors import CheckFailure
+
+    calls = []
+
+    def stalls_once(x):
+        calls.append(1)
+        if len(calls) == 1:
+            time.sleep(0.2)
+        return x * 2
+
+    def verify(result, inputs):
+        if not torch.equal(result, inputs[0] * 2):
+            raise CheckFailure("wrong")
+
+    def always_slow(x):
+        time.sleep(0.05)
+        return x * 2
+
+    common = dict(reference=lambda x: x * 2, make_inputs=lambda: (torch.ones(3),), verify=verify,
+                  budget=SpeedBudget(max_ratio=40, repeats=3), name="f", device="cpu")
+    report = compare_speed(student=stalls_once, **common)
+    assert report.ratio < 40 and len(calls) == 5  # the stalled call, one more look, then the 3 repeats
+    with pytest.raises(CheckFailure):
+        compare_speed(student=always_slow, **common)

@@ -68,6 +68,13 @@ def compare_speed(*, student: Callable[..., Any], reference: Callable[..., Any],
         reference_first, _ = _timed(reference, inputs, device)
         student_first, result = _timed(student, inputs, device)
         verify(result, inputs)
+        if student_first > HOPELESS_FACTOR * budget.max_ratio * max(reference_first, 1e-9):
+            # a first call can stall once (code pages read back from disk, a busy CPU): look again before deciding
+            inputs = make_inputs()
+            reference_first = min(reference_first, _timed(reference, inputs, device)[0])
+            seconds, result = _timed(student, inputs, device)
+            verify(result, inputs)
+            student_first = min(student_first, seconds)
         reference_times, student_times = [], []
         if student_first <= HOPELESS_FACTOR * budget.max_ratio * max(reference_first, 1e-9):
             for _ in range(budget.repeats):
