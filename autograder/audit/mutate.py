@@ -25,6 +25,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..grading import intake
+
 #: Operators in the order a part cycles through them when sampling.
 OPERATORS = ("swap_operands", "constant", "axis", "operator", "reduction", "drop_term", "transpose", "index",
              "remove_call", "swap_args")
@@ -93,8 +95,7 @@ def notebook_parts(notebook: dict) -> list[Part]:
 
 
 def cell_source(notebook: dict, index: int) -> str:
-    source = notebook["cells"][index]["source"]
-    return "".join(source) if isinstance(source, list) else source
+    return intake.cell_source(notebook["cells"][index])
 
 
 def _definitions(source: str) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
+from ..grading.store import atomic_write
 from .run import AuditReport, PartTally, Verdict
 
 COLUMNS = ("part", "candidates", "mutants", "killed (public)", "killed (hidden)", "equivalent", "survived", "other",
@@ -138,5 +139,5 @@ def render_page(report: AuditReport) -> str:
 
 
 def write_page(report: AuditReport, path: Path) -> Path:
-    path.write_text(render_page(report), encoding="utf-8")
+    atomic_write(path, render_page(report))
     return path

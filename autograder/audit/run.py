@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..course import Course, CourseError
+from ..grading.store import atomic_write
 from .mutate import Generation, Mutant, generate_mutants, write_mutant
 
 EQUIVALENTS_FILE = "equivalent_mutants.toml"
@@ -175,8 +176,7 @@ def audit(*, course: Course, assignment: str, out_dir: Path, workers: int, optio
     report = judge(generation, batch.results, equivalents=equivalents, assignment=assignment, out_dir=out_dir,
                    seed=seed, max_mutants=max_mutants, equivalents_file=equivalents_file)
     report.seconds = time.monotonic() - started
-    (out_dir / "audit.json").write_text(json.dumps(report.to_dict(), ensure_ascii=False, indent=1) + "\n",
-                                        encoding="utf-8")
+    atomic_write(out_dir / "audit.json", json.dumps(report.to_dict(), ensure_ascii=False, indent=1) + "\n")
     from .page import write_page
 
     write_page(report, out_dir / "audit.html")

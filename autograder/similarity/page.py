@@ -12,10 +12,9 @@ from __future__ import annotations
 import csv
 import html
 import io
-import os
-import tempfile
 from pathlib import Path
 
+from ..grading.store import atomic_write
 from .report import PairMatch, PartMatch, SimilarityReport
 
 CSV_FIELDS = ["rank", "student_a", "student_b", "part", "score", "matched_fingerprints", "fingerprints_a",
@@ -26,21 +25,9 @@ ALL = "all"
 def write_report(report: SimilarityReport, out_dir: Path, *, show: int = 25) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {"html": out_dir / "similarity.html", "csv": out_dir / "similarity.csv"}
-    _write(files["csv"], to_csv(report))
-    _write(files["html"], to_html(report, show=show))
+    atomic_write(files["csv"], to_csv(report))
+    atomic_write(files["html"], to_html(report, show=show))
     return files
-
-
-def _write(path: Path, text: str) -> None:
-    """Write through a temporary file and rename, so a reader never sees half a report."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def line_ranges(lines: dict[int, tuple[int, ...]]) -> str:
