@@ -43,8 +43,9 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow"
 
-## bench: marginal grading cost per submission, next to nbgrader autograde
+## bench: a class of 200 of the heaviest unit (about 30 min), next to nbgrader autograde and otter run
 bench: $(STAMP)
+	$(BIN)/pip install -q 'otter-grader>=6'
 	$(BIN)/python bench/grading_throughput.py
 
 ## calibrate: timing-check ratios of every unit's solution over repeated runs

@@ -30,8 +30,9 @@ def results_in(out: Path) -> dict[str, dict]:
 def submissions(demo_course, tmp_path):
     subs = tmp_path / "subs"
     solution = demo_course.solutions_dir("demo") / "demo.ipynb"
-    for i in range(5):  # each takes about a second (a slow cell), so the batch can be killed midway
-        write(with_cells(solution, "import time\ntime.sleep(1.0)"), subs / f"student{i}.ipynb")
+    for i in range(5):  # each takes about a second (a slow cell), so the batch can be killed midway; each
+        # has its own code, as identical submissions would be graded once (twins.py)
+        write(with_cells(solution, f"import time\ntime.sleep(1.0)  # student {i}"), subs / f"student{i}.ipynb")
     return subs
 
 

@@ -169,8 +169,9 @@ def test_a_worker_killed_mid_batch_loses_no_submission(demo_course, cluster, tmp
     every student still get a correct result?"""
     subs = tmp_path / "subs"
     solution = demo_course.solutions_dir("demo") / "demo.ipynb"
-    for i in range(6):  # about 2 s each, so there is time to kill a worker in the middle of one
-        write(with_cells(solution, "import time\ntime.sleep(2.0)"), subs / f"student{i}.ipynb")
+    for i in range(6):  # about 2 s each, so there is time to kill a worker in the middle of one; each has its
+        # own code, as identical submissions would be graded once (twins.py)
+        write(with_cells(solution, f"import time\ntime.sleep(2.0)  # student {i}"), subs / f"student{i}.ipynb")
     out = tmp_path / "out"
     batch = subprocess.Popen(cli("--course", str(demo_course.root), "grade", "demo", str(subs), "--out", str(out),
                                  "--cluster", cluster.address, "--seed", "3"),

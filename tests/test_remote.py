@@ -1,10 +1,13 @@
 """Proxies into the student's namespace, through the in-process transport the notebook uses."""
 
+import time
+
 import pytest
 import torch
 
-from autograder.errors import MissingName, StudentError, WorkerLost
-from autograder.remote import Client, LocalTransport, RemoteRef, StudentNamespace, call_each
+from autograder.errors import MissingName, StudentError, WorkerLost, WorkerTimeout
+from autograder.remote import (SECONDS_AFTER_TIMEOUT, Client, LocalTransport, RemoteRef, StudentNamespace,
+                               call_deadline, call_each)
 
 STUDENT_CODE = '''
 import torch
@@ -101,3 +104,48 @@ def test_the_truth_value_of_a_student_object_is_refused(student):
     """Must checks compare explicitly instead of trusting `bool(student_object)`?"""
     with pytest.raises(TypeError):
         bool(student.Counter())
+
+
+class TimingOutTransport(LocalTransport):
+    """Runs calls in process, except that while `hang_next` a call times out as the worker's would; records each
+    call's deadline."""
+
+    def __init__(self, namespace: dict) -> None:
+        super().__init__(namespace)
+        self.deadlines: list[float | None] = []
+
+    def roundtrip(self, header, buffers, *, deadline):
+        if header["op"] == "call":
+            self.deadlines.append(deadline)
+            if self.hang_next:
+                raise WorkerTimeout("Tu código excedió el tiempo límite y se detuvo.")
+        return super().roundtrip(header, buffers, deadline=deadline)
+
+    hang_next = False
+
+
+def test_code_that_ran_out_of_time_gets_a_short_limit_afterwards():
+    """After a call into `slow` times out, do later calls into `slow` (and only those) get SECONDS_AFTER_TIMEOUT,
+    and does the failure say so?"""
+    namespace = {}
+    exec("def slow(x):\n    return x\n\ndef fast(x):\n    return x\n", namespace)
+    transport = TimingOutTransport(namespace)
+    student = StudentNamespace(Client(transport))
+    slow, fast = student.slow, student.fast
+    token = call_deadline.set(time.monotonic() + 60)
+    try:
+        assert fast(1) == 1 and slow(1) == 1
+        assert all(d > time.monotonic() + 50 for d in transport.deadlines)  # the check's own deadline, untouched
+        transport.hang_next = True
+        with pytest.raises(WorkerTimeout) as first:
+            slow(2)
+        assert "esta vez" not in first.value.summary
+        with pytest.raises(WorkerTimeout) as second:
+            slow(3)
+        assert transport.deadlines[-1] <= time.monotonic() + SECONDS_AFTER_TIMEOUT
+        assert f"esta vez tuvo {SECONDS_AFTER_TIMEOUT:g} s" in second.value.summary
+        transport.hang_next = False
+        assert fast(4) == 4 and transport.deadlines[-1] > time.monotonic() + 50  # other code keeps the full limit
+        assert slow(5) == 5 and transport.deadlines[-1] <= time.monotonic() + SECONDS_AFTER_TIMEOUT
+    finally:
+        call_deadline.reset(token)

@@ -10,6 +10,7 @@ serialised, text escaped.
 
 from __future__ import annotations
 
+import functools
 import html
 import xml.etree.ElementTree as ET
 
@@ -71,5 +72,7 @@ _RENDER = mistune.create_markdown(escape=True, renderer=_Renderer(escape=True),
                                   plugins=["table", "strikethrough", "math"])
 
 
+@functools.lru_cache(maxsize=4096)
 def markdown_to_html(text: str) -> str:
+    """Markdown (with LaTeX) as safe HTML. Cached: a class's pages share most of the notebook's text."""
     return _RENDER(text)

@@ -10,6 +10,7 @@ result inline, the score per part and in total, and the staff's comments.
 
 from __future__ import annotations
 
+import functools
 import html
 from dataclasses import dataclass
 
@@ -104,8 +105,7 @@ def _cell(cell) -> str:
     meta = cell.get("metadata", {}).get("nbgrader", {})
     if is_test_cell_metadata(cell):
         return _test_cell(cell, meta)
-    source = cell_source(cell)
-    code = highlight(source, PythonLexer(), _FORMATTER) if source.strip() else ""
+    code = _highlighted(cell_source(cell))
     comment = meta.get("comment")
     if comment == NBGRADER_NO_RESPONSE:
         comment_html = '<aside class="comment untouched">Esta celda quedó igual que en el enunciado.</aside>'
@@ -115,6 +115,12 @@ def _cell(cell) -> str:
     else:
         comment_html = ""
     return f'<section class="code-cell">{code}{_outputs(cell.get("outputs", []))}{comment_html}</section>'
+
+
+@functools.lru_cache(maxsize=4096)
+def _highlighted(source: str) -> str:
+    """A code cell as highlighted HTML. Cached: a class's pages share most of the notebook's code."""
+    return highlight(source, PythonLexer(), _FORMATTER) if source.strip() else ""
 
 
 def _test_cell(cell, meta: dict) -> str:

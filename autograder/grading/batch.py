@@ -24,7 +24,9 @@ from typing import TYPE_CHECKING
 from ..course import Course
 from ..worker.limits import hide_from_inspection
 from .discover import Submission
+from .intake import AutogradedCells, read_notebook
 from .store import ResultStore, assignment_digest, crash_result, fingerprint
+from .twins import group_twins, twin_result
 
 if TYPE_CHECKING:
     from .cluster import ClusterSpec
@@ -48,6 +50,7 @@ class BatchRow:
     restarts: int = 0
     cell_errors: int = 0
     kept: bool = False  # finished by an earlier run
+    twin_of: str = ""  # graded once with this student's submission, which has the same code
 
 
 @dataclass
@@ -176,18 +179,21 @@ class _Batch:
         self.rows: list[BatchRow] = []
         self.results: dict[str, dict] = {}
         self.grade_cells: dict[str, float] = {}
-        self.pending = []
+        pending = []
         for submission in submissions:
             stored = None if force else self.store.finished(submission.student, self.fingerprints[submission.student])
             if stored is None:
-                self.pending.append(submission)
+                pending.append(submission)
             else:
                 self._keep(submission.student, stored)
+        tests = AutogradedCells.from_notebook(read_notebook(target.release_notebook, max_bytes=2**30))
+        self.pending, self.twins = group_twins(pending, tests=tests, max_bytes=options["limits"]["notebook_bytes"],
+                                               grading=grading)
         self.retries: dict[str, int] = {}
         self.replacements = 0
         self.selector = selectors.DefaultSelector()
         self.slots = [self._start_slot(i) for i in range(min(workers, len(self.pending)))]
-        self.bar = _progress(len(self.pending), enabled=progress)
+        self.bar = _progress(len(pending), enabled=progress)
 
     def _keep(self, student: str, data: dict) -> None:
         self.results[student] = data
@@ -234,9 +240,10 @@ class _Batch:
         elif event == "done":
             self.done(message)
             slot.current = None
-        if slot.ready and slot.current is None and self.pending:
-            submission = self.pending.pop(0)
-            slot.assign(submission, self.fingerprints[submission.student])
+        for idle in self.slots:  # `done` may have put a failed representative's twins back in line
+            if idle.ready and idle.current is None and self.pending:
+                submission = self.pending.pop(0)
+                idle.assign(submission, self.fingerprints[submission.student])
 
     def _replace(self, slot: _Slot) -> None:
         """A slot died: start another, and retry its submission once (then record a grader error)."""
@@ -265,9 +272,25 @@ class _Batch:
         self.rows.append(BatchRow(message["student"], message["score"], message["max_score"], message["status"],
                                   message["seconds"], message["restarts"], message["cell_errors"]))
         self.bar.update(1)
+        twins = self.twins.pop(message["student"], [])
+        if message["status"] == "error":  # a grader error says nothing of the code: each twin is graded itself
+            self.pending.extend(twins)
+            return
+        for twin in twins:
+            text = twin_result(message["text"], student=twin.student, source=str(twin.path),
+                               fingerprint=self.fingerprints[twin.student], graded_as=message["student"])
+            self._write(twin.student, text)
+            self.results[twin.student] = json.loads(text)
+            self.rows.append(BatchRow(twin.student, message["score"], message["max_score"], message["status"],
+                                      0.0, twin_of=message["student"]))
+            self.bar.update(1)
 
     def grader_error(self, submission: Submission, detail: str) -> None:
-        """A submission the grader could not grade (not the student's fault): a zero with `detail` for TAs."""
+        """A submission the grader could not grade (not the student's fault): a zero with `detail` for TAs.
+
+        Its twins are not condemned with it: each goes back in line to be graded on its own.
+        """
+        self.pending.extend(self.twins.pop(submission.student, []))
         text = crash_result(student=submission.student, assignment=self.assignment,
                             source=str(submission.path or ""), grade_cells=self.grade_cells, detail=detail)
         self._write(submission.student, text)
@@ -302,6 +325,8 @@ def format_summary(report: BatchReport) -> str:
             notes.append(f"{r.restarts} worker restart{'s' * (r.restarts != 1)}")
         if r.kept:
             notes.append("kept from an earlier run")
+        if r.twin_of:
+            notes.append(f"same code as {r.twin_of}: graded once")
         lines.append(f"{r.student:<{width}}  {r.score:>6g} / {r.max_score:<4g}  {r.status:<8}  "
                      f"{r.seconds:>6.1f}s  {', '.join(notes)}")
     scores = [r.score for r in report.rows]
@@ -309,6 +334,9 @@ def format_summary(report: BatchReport) -> str:
     lines.append(f"{len(report.rows)} submissions in {report.seconds:.1f}s; score mean {statistics.mean(scores):.2f}, "
                  f"median {statistics.median(scores):g}, max {max(scores):g} of {report.rows[0].max_score:g}")
     lines.append(f"results: {report.out_dir}/<student>.json; gradebook: {report.gradebook}")
+    twins = sum(bool(r.twin_of) for r in report.rows)
+    if twins:
+        lines.append(f"{twins} submission(s) with the same code as another were graded once, with it")
     kept = sum(r.kept for r in report.rows)
     if kept:
         lines.append(f"{kept} submission(s) already graded by an earlier run were kept (--force regrades)")

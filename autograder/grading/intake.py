@@ -6,6 +6,7 @@ the grader turns it into a zero-score result instead of crashing the batch.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,8 +154,10 @@ def first_line(source: str, limit: int = 60) -> str:
 _transformer = None
 
 
+@functools.lru_cache(maxsize=4096)
 def python_source(source: str) -> str:
-    """IPython syntax (magics, `!shell`) to Python calls on the worker's shell stub."""
+    """IPython syntax (magics, `!shell`) to Python calls on the worker's shell stub. Cached: a class's notebooks
+    share most of their cells."""
     global _transformer
     if _transformer is None:
         from IPython.core.inputtransformer2 import TransformerManager

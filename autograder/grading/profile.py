@@ -18,6 +18,7 @@ class Profile:
     submissions: int
     wall_seconds: float
     slots: int
+    twins: int = 0  # submissions with the same code as another, which took no grading time of their own
     total: float = 0.0
     cells: float = 0.0
     checks: dict[str, float] = field(default_factory=dict)  # check -> seconds summed over submissions
@@ -32,8 +33,11 @@ class Profile:
 
 
 def profile(results: dict[str, dict], *, wall_seconds: float, slots: int) -> Profile:
-    found = Profile(len(results), wall_seconds, slots)
+    found = Profile(len(results), wall_seconds, slots)  # `submissions` counts the twins; the averages do not
     for result in results.values():
+        if result.get("extra_data", {}).get("same_code_as"):
+            found.twins += 1
+            continue
         found.total += _number(result.get("execution_time"))
         extra = result.get("extra_data", {})
         found.cells += sum(_number(c.get("seconds")) for c in extra.get("cells", []))
@@ -50,7 +54,7 @@ def _number(value) -> float:
 
 
 def format_profile(found: Profile) -> str:
-    n = max(found.submissions, 1)
+    n = max(found.submissions - found.twins, 1)
     lines = [f"where the time went: {found.submissions} submission(s), {found.slots} slot(s), "
              f"{found.wall_seconds:.1f} s of wall clock ({found.wall_seconds * found.slots / n:.2f} slot-s per "
              "submission, start-up included)",
@@ -66,4 +70,7 @@ def format_profile(found: Profile) -> str:
     for check, seconds in sorted(found.checks.items(), key=lambda item: -item[1])[:TOP_CHECKS]:
         lines.append(row(f"    {check[:46]}", seconds))
     lines.append(row("  other (worker starts, restarts, pytest, scan)", found.other))
+    if found.twins:
+        lines.append(f"(per submission: over the {n} graded; {found.twins} more had the same code as one of them "
+                     "and were graded with it)")
     return "\n".join(lines)

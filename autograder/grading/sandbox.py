@@ -22,7 +22,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from .. import wire
-from ..errors import ProtocolError, WorkerLost
+from ..errors import ProtocolError, WorkerLost, WorkerTimeout
 from .isolation import Plan
 from .options import Limits
 
@@ -294,7 +294,7 @@ class Worker:
             self.conn.send(header, buffers, deadline=deadline)
         except (TimeoutError, socket.timeout):
             self.kill("timeout")
-            raise WorkerLost("Tu código no terminó a tiempo (no aceptó más datos).") from None
+            raise WorkerTimeout("Tu código no terminó a tiempo (no aceptó más datos).") from None
         except OSError:
             self._lost()
 
@@ -303,7 +303,7 @@ class Worker:
             return self.conn.recv(deadline=deadline)
         except (TimeoutError, socket.timeout):
             self.kill("timeout")
-            raise WorkerLost("Tu código excedió el tiempo límite y se detuvo.") from None
+            raise WorkerTimeout("Tu código excedió el tiempo límite y se detuvo.") from None
         except wire.TooLarge:
             self.kill("invalid")
             raise WorkerLost("Tu código devolvió un resultado demasiado grande.") from None

@@ -64,5 +64,9 @@ class WorkerLost(CheckFailure):
     """The process running the student's code died, hung, or answered garbage."""
 
 
+class WorkerTimeout(WorkerLost):
+    """The student's code ran past its time limit and its process was killed."""
+
+
 class ProtocolError(ValueError):
     """A message from the worker is malformed; the worker can no longer be trusted to stay in sync."""

@@ -18,15 +18,21 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import time
 from typing import Any, Protocol
 
 from . import wire
 from .dispatch import Dispatcher
-from .errors import MissingName, StudentError, WorkerLost
+from .errors import MissingName, StudentError, WorkerLost, WorkerTimeout
 from .rules import RuleWatch
 
 #: Operations whose success means the student's code ran (a by-hand rule is checked once one did).
 RUNS_STUDENT_CODE = frozenset({"call", "call_each", "driver", "binop", "unop"})
+
+#: Once a call into some of the student's names ran out of time, later calls into any of them get at most this
+#: long: that code already hung once in this submission (a correct solution never reaches the limit), and each
+#: further hang would otherwise cost the full limit again. A check it fails still says it ran out of time.
+SECONDS_AFTER_TIMEOUT = 2.0
 
 #: Absolute `time.monotonic()` deadline for calls made by the running check (None: no limit).
 call_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("call_deadline", default=None)
@@ -96,6 +102,7 @@ class Client:
         self.transport = transport
         self.max_bytes = max_bytes
         self.watch = watch
+        self.timed_out: set[str] = set()  # student names a call into ran out of time (see SECONDS_AFTER_TIMEOUT)
 
     def request(self, op: str, args: list, *, label: str, roots: frozenset[str] = frozenset()) -> Any:
         """One operation in the student's process. `roots`: the student names the objects involved
@@ -117,7 +124,21 @@ class Client:
             if op == "driver":  # the engine's own routines may train with autograd: only forbidden ops count
                 spec = {**spec, "autograd": False}
             header["watch"] = spec
-        reply = self.transport.roundtrip(header, buffers, deadline=call_deadline.get())
+        deadline = call_deadline.get()
+        shortened = op in RUNS_STUDENT_CODE and bool(roots & self.timed_out)
+        if shortened:
+            soon = time.monotonic() + SECONDS_AFTER_TIMEOUT
+            deadline = soon if deadline is None else min(deadline, soon)
+        try:
+            reply = self.transport.roundtrip(header, buffers, deadline=deadline)
+        except WorkerTimeout as exc:
+            if op not in RUNS_STUDENT_CODE:
+                raise
+            self.timed_out |= roots
+            if not shortened:
+                raise
+            raise WorkerTimeout(f"{exc.summary} Como este código ya se había pasado del tiempo en una comprobación "
+                                f"anterior, esta vez tuvo {SECONDS_AFTER_TIMEOUT:g} s.") from None
         if spec is not None:
             completed = op in RUNS_STUDENT_CODE and reply.header.get("status") == "ok"
             self.watch.observe(roots, reply.header.get("watch"), completed=completed)

@@ -1,0 +1,56 @@
+"""Submissions that would run the very same code are graded once.
+
+A grader sees only a notebook's code cells (their position, Python source and first
+line): two submissions with the same cells get the same verdict from the same checks
+and seed, whatever their outputs, markdown or file bytes say. In a large class many
+students hand in the untouched release or the same file twice, so the batch grades
+one of each group (the representative) and gives every twin a copy of that result
+under its own name and fingerprint. Copies between students still show up in the
+similarity report; this only saves grading time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from .discover import Submission
+from .intake import AutogradedCells, InvalidSubmission, code_cells, read_notebook
+
+
+def code_digest(path: Path, *, tests: AutogradedCells, max_bytes: int, grading: str) -> str | None:
+    """The digest of what grading `path` would run (with the checks' digest `grading`); None if it is unreadable."""
+    try:
+        cells = code_cells(read_notebook(path, max_bytes=max_bytes), tests=tests)
+    except (InvalidSubmission, OSError, ValueError, KeyError, TypeError):
+        return None  # graded on its own, which reports the problem
+    payload = json.dumps([grading, [[c.index, c.source, c.preview] for c in cells]], ensure_ascii=False)
+    return hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def group_twins(submissions: list[Submission], *, tests: AutogradedCells, max_bytes: int,
+                grading: str) -> tuple[list[Submission], dict[str, list[Submission]]]:
+    """The submissions to grade (one per distinct code, in the given order) and each one's twins by student."""
+    first: dict[str, Submission] = {}
+    twins: dict[str, list[Submission]] = {}
+    representatives = []
+    for submission in submissions:
+        digest = None
+        if submission.path is not None and not submission.problem:
+            digest = code_digest(submission.path, tests=tests, max_bytes=max_bytes, grading=grading)
+        if digest is None or digest not in first:
+            representatives.append(submission)
+            if digest is not None:
+                first[digest] = submission
+            continue
+        twins.setdefault(first[digest].student, []).append(submission)
+    return representatives, twins
+
+
+def twin_result(text: str, *, student: str, source: str, fingerprint: str, graded_as: str) -> str:
+    """The representative's result file `text` as the result of `student` (whose file has the same code)."""
+    data = json.loads(text)
+    extra = data["extra_data"]
+    extra.update(student=student, source=source, fingerprint=fingerprint, same_code_as=graded_as)
+    return json.dumps(data, ensure_ascii=False, indent=1) + "\n"
