@@ -4,6 +4,7 @@ import shutil
 
 import pytest
 
+from autograder.remote import SECONDS_AFTER_TIMEOUT
 from conftest import grade, with_cells, write
 
 pytestmark = pytest.mark.slow
@@ -101,3 +102,23 @@ def test_hidden_feedback_reveals_no_values(demo_course, tmp_path):
     assert "secret input" in outputs["test_double_matches_two_x"]
     assert "secret input" not in outputs["test_double_keeps_shape_and_dtype"]
     assert "ValueError" in outputs["test_double_keeps_shape_and_dtype"]
+
+
+def test_a_function_that_hung_in_a_cell_gets_a_short_limit_in_the_checks(demo_course, tmp_path):
+    """When a cell runs out of time inside `double`, do the checks that call `double` get SECONDS_AFTER_TIMEOUT
+    instead of the full call limit and say so, while the rest grades as usual and the stack dump that named
+    `double` stays out of the output?"""
+    solution = demo_course.solutions_dir("demo") / "demo.ipynb"
+    path = write(with_cells(solution, "def double(x):\n    while True:\n        pass", "double(1)"),
+                 tmp_path / "subs" / "hang.ipynb")
+    result = grade(demo_course, "demo", [path], tmp_path / "out", workers=1, cell_seconds=4, call_seconds=30)["hang"]
+    assert [c["status"] for c in result["extra_data"]["cells"]][-1] == "timeout"
+    double = [t for t in result["tests"] if t["extra_data"].get("grade_id") == "double" and "rule" not in
+              t["extra_data"]]
+    assert double and all(t["status"] == "failed" for t in double)
+    for test in double:
+        assert f"esta vez tuvo {SECONDS_AFTER_TIMEOUT:g} s" in test["output"]
+        cpu = next(c for c in test["extra_data"]["cases"] if c["device"] == "cpu")
+        assert cpu["seconds"] < SECONDS_AFTER_TIMEOUT + 5  # a restart, then the short limit: not the 30 s one
+    assert result["extra_data"]["grade_cells"]["counter"]["score"] == 2
+    assert "Timeout (" not in result["extra_data"]["output"]

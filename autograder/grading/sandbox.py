@@ -9,6 +9,7 @@ SIGKILL every descendant.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -61,14 +62,22 @@ class OutputSink:
                 break
             if not chunk:
                 break
-            room = self.limit - len(self.kept)
-            if room > 0:
-                self.kept += chunk[:room]
-            self.dropped += max(0, len(chunk) - max(room, 0))
+            self._keep(chunk)
+
+    def _keep(self, chunk: bytes) -> None:
+        room = self.limit - len(self.kept)
+        if room > 0:
+            self.kept += chunk[:room]
+        self.dropped += max(0, len(chunk) - max(room, 0))
 
     def close(self) -> tuple[str, int]:
         self._stop = True
         self._thread.join(timeout=2)
+        if not self._thread.is_alive():  # what the worker wrote just before it was killed is still in the pipe
+            os.set_blocking(self.fd, False)
+            with contextlib.suppress(OSError):
+                while chunk := os.read(self.fd, 65536):
+                    self._keep(chunk)
         os.close(self.fd)
         return self.kept.decode("utf-8", "replace"), self.dropped
 

@@ -8,6 +8,7 @@ skipped from then on, so one runaway demo cell costs only what depends on it.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -17,6 +18,9 @@ from .options import Limits
 from .sandbox import SandboxError, Worker, ZygoteHandle
 
 HANDSHAKE_SECONDS = 30.0
+#: The worker dumps a cell's stack this long before the cell's limit, so that the grader learns which function hung.
+WATCHDOG_LEAD_SECONDS = 0.5
+_HUNG_FRAME = re.compile(r'^\s*File "<celda \d+>", line \d+ in ([A-Za-z_]\w*)$')
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,7 @@ class SubmissionSession:
         self.layers: dict = {}
         self.output: list[str] = []
         self.output_dropped = 0
+        self.timed_out: set[str] = set()  # the student's names whose code ran out of time (see remote.Client)
         self.deadline = time.monotonic() + limits.submission_seconds
         self._worker: Worker | None = None
 
@@ -124,8 +129,9 @@ class SubmissionSession:
     def _execute(self, worker: Worker) -> None:
         """Run the cells, each under its own time limit (between cells too, so no cell can stall)."""
         cells = [c for c in self.cells if c.index not in self.skipped]
-        worker.send({"op": "exec", "cells": [{"index": c.index, "source": c.source} for c in cells]},
-                    deadline=self.deadline)
+        watchdog = self.limits.cell_seconds - WATCHDOG_LEAD_SECONDS
+        worker.send({"op": "exec", "cells": [{"index": c.index, "source": c.source} for c in cells],
+                     "watchdog": watchdog if watchdog > 0 else None}, deadline=self.deadline)
         pending = iter(cells)
         current: Cell | None = None  # the cell running now
         latest: Cell | None = None  # the cell that started last: the one to blame for a stall
@@ -143,6 +149,10 @@ class SubmissionSession:
                     self.records[latest.index] = CellRecord(
                         latest.index, status, time.monotonic() - started, latest.preview,
                         error={"type": status, "message": exc.render(reveal=True), "traceback": ""})
+                    if status == "timeout":
+                        self._retire()
+                        self.output[-1], hung = hung_functions(self.output[-1])
+                        self.timed_out |= hung
                 raise
             kind = event.get("event")
             if kind == "start" and current is None:
@@ -196,3 +206,20 @@ def _cell_record(event: dict, seconds: float, preview: str) -> CellRecord:
         output_dropped=int(event.get("output_dropped", 0)) if isinstance(event.get("output_dropped"), int) else 0,
         notes=[str(n)[:500] for n in notes[:50]] if isinstance(notes, list) else [],
     )
+
+
+def hung_functions(output: str) -> tuple[str, set[str]]:
+    """A worker's raw output without its last watchdog dump (see worker.main.run_cell), and the student's
+    functions on that dump's stack. The output is the student's to write: a forged dump only shortens the
+    limits of the student's own code."""
+    if "Timeout (" not in output:
+        return output, set()
+    output, _, dump = output.rpartition("Timeout (")
+    names = set()
+    for line in dump.splitlines()[1:]:
+        if not line.strip():
+            break
+        match = _HUNG_FRAME.match(line)
+        if match:
+            names.add(match.group(1))
+    return output, names

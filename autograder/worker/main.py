@@ -9,6 +9,7 @@ trusted: the grader decodes replies with the safe codec and verifies every value
 from __future__ import annotations
 
 import builtins
+import faulthandler
 import io
 import linecache
 import os
@@ -101,20 +102,26 @@ def close_figures() -> None:
             pass
 
 
-def run_cell(namespace: dict, shell: ShellStub, cell: dict) -> dict:
-    """Execute one cell; a raised exception is recorded, never propagated."""
+def run_cell(namespace: dict, shell: ShellStub, cell: dict, *, watchdog: float | None = None) -> dict:
+    """Execute one cell; a raised exception is recorded, never propagated. If the cell is still running after
+    `watchdog` seconds (just before the grader stops it), the stack goes to the raw stderr, where the grader reads
+    which of the student's functions hung (session.hung_functions)."""
     index, source = cell["index"], cell["source"]
     filename = f"{CELL_PREFIX}{index}>"
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     started = time.perf_counter()
     error = None
     with Captured(MAX_CELL_OUTPUT) as out:
+        if watchdog:
+            faulthandler.dump_traceback_later(watchdog, exit=False, file=2)
         try:
             exec(compile(source, filename, "exec"), namespace)
         except BaseException as exc:  # SystemExit and KeyboardInterrupt are the student's too
             error = describe_exception(exc)
             if isinstance(exc, SyntaxError):
                 error["traceback"] = f"  {filename}, línea {exc.lineno}\n    {(exc.text or '').rstrip()}"
+        finally:
+            faulthandler.cancel_dump_traceback_later()
         close_figures()
     text, dropped = out.take()
     return {"index": index, "status": "error" if error else "ok", "error": error,
@@ -129,9 +136,11 @@ def serve(conn: wire.Connection, dispatcher: Dispatcher, shell: ShellStub) -> No
         except (wire.ConnectionClosed, OSError):
             return
         if message.header.get("op") == "exec":
+            watchdog = message.header.get("watchdog")
+            watchdog = float(watchdog) if isinstance(watchdog, (int, float)) and watchdog > 0 else None
             for cell in message.header.get("cells", []):
                 conn.send({"event": "start", "index": cell["index"]})
-                conn.send({"event": "end", **run_cell(dispatcher.namespace, shell, cell)})
+                conn.send({"event": "end", **run_cell(dispatcher.namespace, shell, cell, watchdog=watchdog)})
             conn.send({"event": "done"})
             continue
         header, buffers = dispatcher.handle(message)

@@ -55,6 +55,7 @@ class Transport(Protocol):
     """Carries one request to the dispatcher and brings its reply back."""
 
     generation: int  # changes whenever the process holding the student's objects is replaced
+    timed_out: set[str]  # the student's names whose code ran out of time once (see SECONDS_AFTER_TIMEOUT)
 
     def prepare(self) -> None:
         """Make sure the other side is ready (a worker may be restarted here, changing `generation`)."""
@@ -79,6 +80,7 @@ class LocalTransport:
 
         self._cuda = torch.cuda.is_available()
         self.dispatcher = Dispatcher(namespace, max_bytes=max_bytes, device_ok=self.device_ok)
+        self.timed_out: set[str] = set()  # nothing times out in process; the protocol's attribute
 
     def device_ok(self, device: str) -> bool:
         return device == "cpu" or self._cuda
@@ -102,7 +104,6 @@ class Client:
         self.transport = transport
         self.max_bytes = max_bytes
         self.watch = watch
-        self.timed_out: set[str] = set()  # student names a call into ran out of time (see SECONDS_AFTER_TIMEOUT)
 
     def request(self, op: str, args: list, *, label: str, roots: frozenset[str] = frozenset()) -> Any:
         """One operation in the student's process. `roots`: the student names the objects involved
@@ -125,7 +126,8 @@ class Client:
                 spec = {**spec, "autograd": False}
             header["watch"] = spec
         deadline = call_deadline.get()
-        shortened = op in RUNS_STUDENT_CODE and bool(roots & self.timed_out)
+        timed_out = self.transport.timed_out
+        shortened = op in RUNS_STUDENT_CODE and bool(roots & timed_out)
         if shortened:
             soon = time.monotonic() + SECONDS_AFTER_TIMEOUT
             deadline = soon if deadline is None else min(deadline, soon)
@@ -134,11 +136,11 @@ class Client:
         except WorkerTimeout as exc:
             if op not in RUNS_STUDENT_CODE:
                 raise
-            self.timed_out |= roots
+            timed_out |= roots
             if not shortened:
                 raise
-            raise WorkerTimeout(f"{exc.summary} Como este código ya se había pasado del tiempo en una comprobación "
-                                f"anterior, esta vez tuvo {SECONDS_AFTER_TIMEOUT:g} s.") from None
+            raise WorkerTimeout(f"{exc.summary} Como este código ya se había pasado del tiempo antes (en una celda o "
+                                f"en otra comprobación), esta vez tuvo {SECONDS_AFTER_TIMEOUT:g} s.") from None
         if spec is not None:
             completed = op in RUNS_STUDENT_CODE and reply.header.get("status") == "ok"
             self.watch.observe(roots, reply.header.get("watch"), completed=completed)
