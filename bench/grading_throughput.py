@@ -9,7 +9,8 @@
    default limits: the wall clock against the 10-minute goal, and each kind's mean time
    in a slot.
 2. Extra stub submissions: the marginal cost (T(N2) - T(N1)) / (N2 - N1) of more
-   untouched releases, and of stubs that each differ by a comment (graded one by one).
+   untouched releases, and of stubs that each differ by a comment (graded one by one);
+   each T is the better of two runs.
 3. The references: 8 submissions of that class (3:3:1:1) graded one at a time by
    `autograder grade --workers 1`, by `nbgrader autograde` (stock nbgrader: each notebook
    in a Jupyter kernel) and by `otter run` (each notebook in a kernel, then the unit's
@@ -116,8 +117,8 @@ def timed(command: list[str], *, cwd: Path, env: dict | None = None, timeout: fl
     return time.perf_counter() - started
 
 
-def autograder(folder: Path, assignment: str, *, workers: int) -> tuple[float, Path]:
-    out = folder.with_name(folder.name + "-out")
+def autograder(folder: Path, assignment: str, *, workers: int, tag: str = "") -> tuple[float, Path]:
+    out = folder.with_name(f"{folder.name}-out{tag}")
     command = [str(BIN / "autograder"), "--course", str(REPO), "grade", assignment, str(folder), "--out", str(out),
                "--workers", str(workers), "--seed", "1"]
     return timed(command, cwd=REPO), out
@@ -235,10 +236,10 @@ def main() -> None:
         stub_rows = []
         for distinct, (n1, n2) in ((False, stub_sizes), (True, distinct_sizes)):
             times = []
-            for size in (n1, n2):
+            for size in (n1, n2):  # the better of two runs each: start-up noise is as large as the difference
                 folder = tmp / f"stubs-{'distinct' if distinct else 'same'}-{size}"
                 stubs(folder, assignment, size, distinct=distinct)
-                times.append(autograder(folder, assignment, workers=2)[0])
+                times.append(min(autograder(folder, assignment, workers=2, tag=str(run))[0] for run in range(2)))
             stub_rows.append((distinct, n1, times[0], n2, times[1], (times[1] - times[0]) / (n2 - n1)))
             print(f"   {'distinct' if distinct else 'untouched'}: {times[0]:.1f} s for {n1}, {times[1]:.1f} s for "
                   f"{n2}", flush=True)
