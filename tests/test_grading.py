@@ -4,6 +4,7 @@ import shutil
 
 import pytest
 
+from autograder.grading.session import hung_functions
 from autograder.remote import SECONDS_AFTER_TIMEOUT
 from conftest import grade, with_cells, write
 
@@ -122,3 +123,25 @@ def test_a_function_that_hung_in_a_cell_gets_a_short_limit_in_the_checks(demo_co
         assert cpu["seconds"] < SECONDS_AFTER_TIMEOUT + 5  # a restart, then the short limit: not the 30 s one
     assert result["extra_data"]["grade_cells"]["counter"]["score"] == 2
     assert "Timeout (" not in result["extra_data"]["output"]
+
+
+DUMP = """antes
+Timeout (0:00:29.500000)!
+Thread 0x00007f0000000002 (most recent call first):
+  File "/usr/lib/python3.11/threading.py", line 320 in wait
+  File "<celda 9>", line 3 in monitor
+
+Thread 0x00007f0000000001 (most recent call first):
+  File "<celda 51>", line 6 in hit_and_auc
+  File "<celda 53>", line 5 in <module>
+  File "/work/autograder/worker/main.py", line 118 in run_cell
+"""
+
+
+def test_the_watchdog_dump_names_the_functions_of_every_thread_and_leaves_the_output():
+    """Does the parser find the student's functions in every thread of a faulthandler dump (the main thread comes
+    last), skip `<module>` and the engine's frames, and give back the output without the dump?"""
+    output, names = hung_functions(DUMP)
+    assert names == {"hit_and_auc", "monitor"}
+    assert output == "antes\n"
+    assert hung_functions("sin volcado\n") == ("sin volcado\n", set())

@@ -113,15 +113,17 @@ class TimingOutTransport(LocalTransport):
     def __init__(self, namespace: dict) -> None:
         super().__init__(namespace)
         self.deadlines: list[float | None] = []
+        self.hang_next = False
+        self.call_limit = True  # whose limit ran out: the call's own (True), or a check's or the submission's
 
     def roundtrip(self, header, buffers, *, deadline):
         if header["op"] == "call":
             self.deadlines.append(deadline)
             if self.hang_next:
-                raise WorkerTimeout("Tu código excedió el tiempo límite y se detuvo.")
+                timeout = WorkerTimeout("Tu código excedió el tiempo límite y se detuvo.")
+                timeout.call_limit = self.call_limit
+                raise timeout
         return super().roundtrip(header, buffers, deadline=deadline)
-
-    hang_next = False
 
 
 def test_code_that_ran_out_of_time_gets_a_short_limit_afterwards():
@@ -147,5 +149,25 @@ def test_code_that_ran_out_of_time_gets_a_short_limit_afterwards():
         transport.hang_next = False
         assert fast(4) == 4 and transport.deadlines[-1] > time.monotonic() + 50  # other code keeps the full limit
         assert slow(5) == 5 and transport.deadlines[-1] <= time.monotonic() + SECONDS_AFTER_TIMEOUT
+    finally:
+        call_deadline.reset(token)
+
+
+def test_a_timeout_of_the_checks_budget_does_not_shorten_later_calls():
+    """When a call stops because the check's budget (or the submission's) ran out, not its own limit, do later calls
+    into the same code keep the full limit? Slow but correct code must not be penalised twice."""
+    namespace = {}
+    exec("def slow(x):\n    return x\n", namespace)
+    transport = TimingOutTransport(namespace)
+    student = StudentNamespace(Client(transport))
+    slow = student.slow
+    token = call_deadline.set(time.monotonic() + 60)
+    try:
+        transport.hang_next, transport.call_limit = True, False
+        with pytest.raises(WorkerTimeout):
+            slow(1)
+        transport.hang_next = False
+        assert slow(2) == 2 and transport.deadlines[-1] > time.monotonic() + 50
+        assert transport.timed_out == set()
     finally:
         call_deadline.reset(token)

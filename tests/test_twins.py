@@ -25,13 +25,15 @@ def notebooks(demo_course, tmp_path):
             cell.source += "\n\nMis notas."
     ran.metadata["kernelspec"] = {"name": "otro", "display_name": "Otro"}
     folder = tmp_path / "subs"
+    folder.mkdir()
+    (folder / "garbage.ipynb").write_text("{ no es json")
     return {
         "release_a": write(nbformat.read(release, as_version=4), folder / "release_a.ipynb"),
         "release_b": write(nbformat.read(release, as_version=4), folder / "release_b.ipynb"),
         "solution": write(nbformat.read(solution, as_version=4), folder / "solution.ipynb"),
         "solution_ran": write(ran, folder / "solution_ran.ipynb"),
         "solution_edited": write(with_cells(solution, "x = 1  # una celda más"), folder / "solution_edited.ipynb"),
-        "garbage": (folder / "garbage.ipynb").write_text("{ no es json") and folder / "garbage.ipynb",
+        "garbage": folder / "garbage.ipynb",
     }
 
 
@@ -61,8 +63,6 @@ def test_twins_follow_their_first_occurrence_and_keep_the_order(demo_course, not
     assert [s.student for s in graded] == ["release_a", "solution", "solution_edited", "garbage", "missing"]
     assert {k: [s.student for s in v] for k, v in twins.items()} == {"release_a": ["release_b"],
                                                                      "solution": ["solution_ran"]}
-    _, other_checks = group_twins(subs, tests=tests, max_bytes=2**30, grading="checks-v2")
-    assert other_checks == twins  # the grouping itself does not depend on the checks' digest
 
 
 @pytest.mark.slow

@@ -72,7 +72,15 @@ _RENDER = mistune.create_markdown(escape=True, renderer=_Renderer(escape=True),
                                   plugins=["table", "strikethrough", "math"])
 
 
-@functools.lru_cache(maxsize=4096)
+#: Texts up to this long are cached (a class's pages share most of the notebook); longer ones are rendered each time.
+CACHED_CHARS = 65536
+
+
 def markdown_to_html(text: str) -> str:
-    """Markdown (with LaTeX) as safe HTML. Cached: a class's pages share most of the notebook's text."""
+    """Markdown (with LaTeX) as safe HTML."""
+    return _cached_markdown(text) if len(text) <= CACHED_CHARS else _RENDER(text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _cached_markdown(text: str) -> str:
     return _RENDER(text)

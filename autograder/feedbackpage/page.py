@@ -19,7 +19,7 @@ from pygments.formatters import HtmlFormatter
 from pygments.lexers import PythonLexer
 
 from ..grading.intake import cell_source, is_test_cell_metadata
-from .markdown import markdown_to_html
+from .markdown import CACHED_CHARS, markdown_to_html
 
 _FORMATTER = HtmlFormatter(cssclass="code", nowrap=False)
 MAX_OUTPUT_CHARS = 20_000
@@ -105,7 +105,8 @@ def _cell(cell) -> str:
     meta = cell.get("metadata", {}).get("nbgrader", {})
     if is_test_cell_metadata(cell):
         return _test_cell(cell, meta)
-    code = _highlighted(cell_source(cell))
+    source = cell_source(cell)
+    code = _highlighted(source) if len(source) <= CACHED_CHARS else _highlight(source)
     comment = meta.get("comment")
     if comment == NBGRADER_NO_RESPONSE:
         comment_html = '<aside class="comment untouched">Esta celda quedó igual que en el enunciado.</aside>'
@@ -117,10 +118,12 @@ def _cell(cell) -> str:
     return f'<section class="code-cell">{code}{_outputs(cell.get("outputs", []))}{comment_html}</section>'
 
 
-@functools.lru_cache(maxsize=4096)
-def _highlighted(source: str) -> str:
-    """A code cell as highlighted HTML. Cached: a class's pages share most of the notebook's code."""
+def _highlight(source: str) -> str:
+    """A code cell as highlighted HTML."""
     return highlight(source, PythonLexer(), _FORMATTER) if source.strip() else ""
+
+
+_highlighted = functools.lru_cache(maxsize=4096)(_highlight)  # a class's pages share most of the notebook's code
 
 
 def _test_cell(cell, meta: dict) -> str:

@@ -282,7 +282,7 @@ class _Batch:
             self._write(twin.student, text)
             self.results[twin.student] = json.loads(text)
             self.rows.append(BatchRow(twin.student, message["score"], message["max_score"], message["status"],
-                                      0.0, twin_of=message["student"]))
+                                      0.0, message["restarts"], message["cell_errors"], twin_of=message["student"]))
             self.bar.update(1)
 
     def grader_error(self, submission: Submission, detail: str) -> None:

@@ -76,7 +76,10 @@ class OutputSink:
         if not self._thread.is_alive():  # what the worker wrote just before it was killed is still in the pipe
             os.set_blocking(self.fd, False)
             with contextlib.suppress(OSError):
-                while chunk := os.read(self.fd, 65536):
+                for _ in range(self.limit // 65536 + 2):  # bounded: a survivor could keep the pipe full
+                    chunk = os.read(self.fd, 65536)
+                    if not chunk:
+                        break
                     self._keep(chunk)
         os.close(self.fd)
         return self.kept.decode("utf-8", "replace"), self.dropped

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 
 from .. import wire
-from ..errors import WorkerLost
+from ..errors import WorkerLost, WorkerTimeout
 from .options import Limits
 from .sandbox import SandboxError, Worker, ZygoteHandle
 
@@ -80,11 +80,14 @@ class SubmissionSession:
 
     def roundtrip(self, header: dict, buffers: list[memoryview], *, deadline: float | None) -> wire.Message:
         worker = self.ensure_worker()
-        limit = min(self.deadline, time.monotonic() + self.limits.call_seconds)
-        if deadline is not None:
-            limit = min(limit, deadline)
-        worker.send(header, buffers, deadline=limit)
-        return worker.receive(limit)
+        own = time.monotonic() + self.limits.call_seconds
+        limit = min(self.deadline, own if deadline is None else min(own, deadline))
+        try:
+            worker.send(header, buffers, deadline=limit)
+            return worker.receive(limit)
+        except WorkerTimeout as exc:
+            exc.call_limit = limit == own
+            raise
 
     def discard(self) -> None:
         if self._worker is not None:
@@ -215,11 +218,4 @@ def hung_functions(output: str) -> tuple[str, set[str]]:
     if "Timeout (" not in output:
         return output, set()
     output, _, dump = output.rpartition("Timeout (")
-    names = set()
-    for line in dump.splitlines()[1:]:
-        if not line.strip():
-            break
-        match = _HUNG_FRAME.match(line)
-        if match:
-            names.add(match.group(1))
-    return output, names
+    return output, {m.group(1) for m in map(_HUNG_FRAME.match, dump.splitlines()) if m}  # every thread's frames

@@ -9,6 +9,7 @@ trusted: the grader decodes replies with the safe codec and verifies every value
 from __future__ import annotations
 
 import builtins
+import contextlib
 import faulthandler
 import io
 import linecache
@@ -113,7 +114,8 @@ def run_cell(namespace: dict, shell: ShellStub, cell: dict, *, watchdog: float |
     error = None
     with Captured(MAX_CELL_OUTPUT) as out:
         if watchdog:
-            faulthandler.dump_traceback_later(watchdog, exit=False, file=2)
+            with contextlib.suppress(RuntimeError, OSError):  # no thread to spare (the student's took them): no dump
+                faulthandler.dump_traceback_later(watchdog, exit=False, file=2)
         try:
             exec(compile(source, filename, "exec"), namespace)
         except BaseException as exc:  # SystemExit and KeyboardInterrupt are the student's too

@@ -65,7 +65,10 @@ class WorkerLost(CheckFailure):
 
 
 class WorkerTimeout(WorkerLost):
-    """The student's code ran past its time limit and its process was killed."""
+    """The student's code ran past its time limit and its process was killed. `call_limit`: the limit was the
+    one for a single call (not a check's budget nor the submission's), so the code itself took that long."""
+
+    call_limit = False
 
 
 class ProtocolError(ValueError):
