@@ -58,6 +58,12 @@ BUGS = {
         "def clip_gradients(grads, theta):\n"
         "    return [g * min(1.0, theta / (float(g.norm()) + 1e-12)) for g in grads]",
         {"clipping", "language_model"}),
+    "clipping_epsilon_subtracted_from_the_norm": Bug(  # found by the mutation audit: tiny gradients flip sign
+        "def clip_gradients(grads, theta):\n"
+        "    norm = float(torch.sqrt(sum((g ** 2).sum() for g in grads)))\n"
+        "    scale = min(1.0, theta / (norm - 1e-12)) if norm > 0 else 1.0\n"
+        "    return [g * scale for g in grads]",
+        {"clipping"}),
     "masking_after_the_softmax": Bug(
         "def masked_softmax(X, valid_lens):\n"
         "    weights = torch.softmax(X, dim=-1)\n"

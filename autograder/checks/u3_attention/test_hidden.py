@@ -92,7 +92,7 @@ def test_lstm_cell_gradient_edge_cases(student, device, rng):
 @pytest.mark.grade_id("clipping")
 @pytest.mark.points(1)
 def test_clip_gradients_edge_cases(student, device, rng):
-    """¿`clip_gradients` acierta con un solo gradiente, tensores de un elemento, gradientes nulos, un $\\theta$ muy chico y float32?"""
+    """¿`clip_gradients` acierta con un solo gradiente, tensores de un elemento, gradientes nulos o diminutos, un $\\theta$ muy chico y float32?"""
     single = [randn(rng, 4, 3, device=device, scale=2.0)]
     cases = [
         ("un solo gradiente por encima de theta", single, global_norm(single) / 4),
@@ -101,6 +101,9 @@ def test_clip_gradients_edge_cases(student, device, rng):
         ("theta muy chico", [randn(rng, 5, device=device), randn(rng, 2, 3, 4, device=device)], 1e-3),
         ("todos los gradientes nulos (norma 0)", [torch.zeros(3, 2, dtype=torch.float64, device=device),
                                                   torch.zeros(4, dtype=torch.float64, device=device)], 1.0),
+        # far under theta, so nothing changes (a guard against dividing by 0 must not bite a tiny norm)
+        ("gradientes diminutos (norma cerca de 1e-14)", [1e-14 * randn(rng, 3, 2, device=device),
+                                                        1e-14 * randn(rng, 4, device=device)], 1.0),
         ("gradientes en float32", [randn(rng, 6, 4, device=device, dtype=torch.float32),
                                    randn(rng, 4, device=device, dtype=torch.float32)], 0.5),
     ]
