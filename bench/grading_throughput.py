@@ -173,7 +173,13 @@ def nbgrader(tmp: Path, assignment: str, sample: Path) -> Reference:
         target.mkdir(parents=True)
         shutil.copy(path, target / f"{assignment}.ipynb")
     seconds = timed([*nbg, "autograde", assignment, "--create", "--force"], cwd=course, env=env, check=False)
-    return Reference("nbgrader autograde", len(paths), seconds, "public checks only, in the kernel; 30 s per cell")
+    graded = sum((course / "autograded" / p.stem / assignment / f"{assignment}.ipynb").is_file() for p in paths)
+    if not graded:  # a reference that graded nothing would only look fast
+        raise SystemExit(f"nbgrader autograde graded none of the {len(paths)} submissions in {course}")
+    note = "public checks only, in the kernel; 30 s per cell"
+    if graded < len(paths):
+        note += f"; {len(paths) - graded} submission(s) gave no autograded notebook"
+    return Reference("nbgrader autograde", len(paths), seconds, note)
 
 
 def otter(tmp: Path, assignment: str, sample: Path) -> Reference:
