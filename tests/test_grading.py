@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 
-from autograder.grading.session import hung_functions
+from autograder.grading.session import HungCell, hung_functions
 from autograder.remote import SECONDS_AFTER_TIMEOUT
 from conftest import grade, with_cells, write
 
@@ -141,7 +141,7 @@ Thread 0x00007f0000000001 (most recent call first):
 def test_the_watchdog_dump_names_the_functions_of_every_thread_and_leaves_the_output():
     """Does the parser find the student's functions in every thread of a faulthandler dump (the main thread comes
     last), skip `<module>` and the engine's frames, and give back the output without the dump?"""
-    output, names = hung_functions(DUMP)
-    assert names == {"hit_and_auc", "monitor"}
-    assert output == "antes\n"
-    assert hung_functions("sin volcado\n") == ("sin volcado\n", set())
+    hung = hung_functions(DUMP)
+    assert hung.functions == {"hit_and_auc", "monitor"}
+    assert hung.output == "antes\n"
+    assert hung_functions("sin volcado\n") == HungCell("sin volcado\n", frozenset())

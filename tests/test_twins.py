@@ -5,8 +5,10 @@ import json
 import nbformat
 import pytest
 
+from autograder.grading.batch import _Batch, _progress
 from autograder.grading.discover import Submission
 from autograder.grading.intake import AutogradedCells, read_notebook
+from autograder.grading.store import ResultStore, crash_result
 from autograder.grading.twins import code_digest, group_twins
 from conftest import grade, with_cells, write
 
@@ -59,9 +61,10 @@ def test_twins_follow_their_first_occurrence_and_keep_the_order(demo_course, not
                                                         max_bytes=2**30))
     subs = [Submission(name, path, None) for name, path in notebooks.items()]
     subs.append(Submission("missing", None, "No se encontró el notebook."))
-    graded, twins = group_twins(subs, tests=tests, max_bytes=2**30, grading="checks-v1")
-    assert [s.student for s in graded] == ["release_a", "solution", "solution_edited", "garbage", "missing"]
-    assert {k: [s.student for s in v] for k, v in twins.items()} == {"release_a": ["release_b"],
+    groups = group_twins(subs, tests=tests, max_bytes=2**30, grading="checks-v1")
+    assert [s.student for s in groups.to_grade] == ["release_a", "solution", "solution_edited", "garbage",
+                                                    "missing"]
+    assert {k: [s.student for s in v] for k, v in groups.twins.items()} == {"release_a": ["release_b"],
                                                                      "solution": ["solution_ran"]}
 
 
@@ -91,3 +94,43 @@ def test_a_batch_grades_identical_code_once_and_writes_every_result(demo_course,
 
     again = grade(demo_course, "demo", [notebooks["release_a"].parent], out, workers=1)  # resumes: nothing regraded
     assert json.dumps(again, sort_keys=True) == json.dumps(results, sort_keys=True)
+
+
+def coordinator(out, twins):
+    """The batch's bookkeeping alone (no slot processes): `twins` maps each graded student to their copies."""
+    batch = object.__new__(_Batch)
+    batch.assignment, batch.store, batch.grade_cells = "demo", ResultStore(out), {"part": 2.0}
+    batch.results, batch.rows, batch.pending = {}, [], []
+    batch.twins = {first: [Submission(t, out / f"{t}.ipynb", None) for t in copies] for first, copies in twins.items()}
+    batch.fingerprints = {t: f"print-{t}" for copies in twins.values() for t in copies}
+    batch.bar = _progress(0, enabled=False)
+    return batch
+
+
+def done_message(student, status, score):
+    text = crash_result(student=student, assignment="demo", source="", grade_cells={"part": 2.0}, detail="")
+    data = json.loads(text)
+    data["score"], data["extra_data"]["status"] = score, status
+    return {"student": student, "text": json.dumps(data), "status": status, "score": score, "max_score": 2.0,
+            "seconds": 1.0, "restarts": 0, "cell_errors": 0}
+
+
+def test_a_grader_error_sends_the_twins_back_in_line_instead_of_copying_it(tmp_path):
+    """A grader error says nothing of the code: when the graded copy ends in one (an `error` result from its slot,
+    or its slot dying twice), does each twin go back in line to be graded on its own, with no copy of that error
+    written, while a real verdict is copied to its twins?"""
+    out = tmp_path / "out"
+    batch = coordinator(out, {"a": ["a2", "a3"], "b": ["b2"], "c": ["c2"]})
+    batch.done(done_message("a", "error", 0.0))
+    assert [s.student for s in batch.pending] == ["a2", "a3"]
+    assert set(batch.results) == {"a"} and not (out / "a2.json").exists()
+
+    batch.grader_error(Submission("b", out / "b.ipynb", None), "the grading process died twice")
+    assert [s.student for s in batch.pending] == ["a2", "a3", "b2"]
+    assert not (out / "b2.json").exists()
+
+    batch.done(done_message("c", "graded", 2.0))
+    copy = json.loads((out / "c2.json").read_text())
+    assert copy["score"] == 2.0 and copy["extra_data"]["same_code_as"] == "c"
+    assert copy["extra_data"]["fingerprint"] == "print-c2"
+    assert [s.student for s in batch.pending] == ["a2", "a3", "b2"] and batch.twins == {}

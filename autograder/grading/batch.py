@@ -187,8 +187,8 @@ class _Batch:
             else:
                 self._keep(submission.student, stored)
         tests = AutogradedCells.from_notebook(read_notebook(target.release_notebook, max_bytes=2**30))
-        self.pending, self.twins = group_twins(pending, tests=tests, max_bytes=options["limits"]["notebook_bytes"],
-                                               grading=grading)
+        groups = group_twins(pending, tests=tests, max_bytes=options["limits"]["notebook_bytes"], grading=grading)
+        self.pending, self.twins = groups.to_grade, groups.twins
         self.retries: dict[str, int] = {}
         self.replacements = 0
         self.selector = selectors.DefaultSelector()

@@ -154,8 +154,9 @@ class SubmissionSession:
                         error={"type": status, "message": exc.render(reveal=True), "traceback": ""})
                     if status == "timeout":
                         self._retire()
-                        self.output[-1], hung = hung_functions(self.output[-1])
-                        self.timed_out |= hung
+                        hung = hung_functions(self.output[-1])
+                        self.output[-1] = hung.output
+                        self.timed_out |= hung.functions
                 raise
             kind = event.get("event")
             if kind == "start" and current is None:
@@ -211,11 +212,17 @@ def _cell_record(event: dict, seconds: float, preview: str) -> CellRecord:
     )
 
 
-def hung_functions(output: str) -> tuple[str, set[str]]:
+@dataclass(frozen=True)
+class HungCell:
+    output: str  # the worker's output without the watchdog's dump
+    functions: frozenset[str]  # the student's functions on the dump's stack, of every thread
+
+
+def hung_functions(output: str) -> HungCell:
     """A worker's raw output without its last watchdog dump (see worker.main.run_cell), and the student's
     functions on that dump's stack. The output is the student's to write: a forged dump only shortens the
     limits of the student's own code."""
     if "Timeout (" not in output:
-        return output, set()
+        return HungCell(output, frozenset())
     output, _, dump = output.rpartition("Timeout (")
-    return output, {m.group(1) for m in map(_HUNG_FRAME.match, dump.splitlines()) if m}  # every thread's frames
+    return HungCell(output, frozenset(m.group(1) for m in map(_HUNG_FRAME.match, dump.splitlines()) if m))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .discover import Submission
@@ -29,23 +30,28 @@ def code_digest(path: Path, *, tests: AutogradedCells, max_bytes: int, grading: 
     return hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+@dataclass
+class TwinGroups:
+    to_grade: list[Submission]  # one per distinct code, in the order given
+    twins: dict[str, list[Submission]] = field(default_factory=dict)  # by the student graded for them
+
+
 def group_twins(submissions: list[Submission], *, tests: AutogradedCells, max_bytes: int,
-                grading: str) -> tuple[list[Submission], dict[str, list[Submission]]]:
-    """The submissions to grade (one per distinct code, in the given order) and each one's twins by student."""
+                grading: str) -> TwinGroups:
+    """The submissions to grade (one per distinct code, first come first graded) and each one's twins."""
     first: dict[str, Submission] = {}
-    twins: dict[str, list[Submission]] = {}
-    representatives = []
+    groups = TwinGroups([])
     for submission in submissions:
         digest = None
         if submission.path is not None and not submission.problem:
             digest = code_digest(submission.path, tests=tests, max_bytes=max_bytes, grading=grading)
         if digest is None or digest not in first:
-            representatives.append(submission)
+            groups.to_grade.append(submission)
             if digest is not None:
                 first[digest] = submission
             continue
-        twins.setdefault(first[digest].student, []).append(submission)
-    return representatives, twins
+        groups.twins.setdefault(first[digest].student, []).append(submission)
+    return groups
 
 
 def twin_result(text: str, *, student: str, source: str, fingerprint: str, graded_as: str) -> str:
