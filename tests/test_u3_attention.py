@@ -64,6 +64,12 @@ BUGS = {
         "    scale = min(1.0, theta / (norm - 1e-12)) if norm > 0 else 1.0\n"
         "    return [g * scale for g in grads]",
         {"clipping"}),
+    "clipping_skipped_for_norms_under_one": Bug(  # found by the mutation audit
+        "def clip_gradients(grads, theta):\n"
+        "    norm = float(torch.sqrt(sum((g ** 2).sum() for g in grads)))\n"
+        "    scale = min(1.0, theta / (norm + 1e-12)) if norm > 1 else 1.0\n"
+        "    return [g * scale for g in grads]",
+        {"clipping", "language_model"}),
     "masking_after_the_softmax": Bug(
         "def masked_softmax(X, valid_lens):\n"
         "    weights = torch.softmax(X, dim=-1)\n"
@@ -105,6 +111,12 @@ BUGS = {
         "    return Y + self.addnorm2.dropout(self.ffn(self.addnorm2.ln(Y)))\n"
         "TransformerEncoderBlock.forward = _pre_norm",
         {"transformer", "classifier"}),
+    "dropout_on_the_residual_branch": Bug(  # found by the mutation audit: the same as d2l's block in eval mode
+        "def _dropped_residual(self, X, valid_lens=None):\n"
+        "    Y = self.addnorm1(self.attention(X, X, X, valid_lens), X)\n"
+        "    return self.addnorm2(self.ffn(Y), Y)\n"
+        "TransformerEncoderBlock.forward = _dropped_residual",
+        {"transformer"}),
     "bleu_without_clipping": Bug(
         "def bleu(pred_tokens, label_tokens, k):\n"
         "    score = math.exp(min(0, 1 - len(label_tokens) / len(pred_tokens)))\n"

@@ -230,6 +230,12 @@ def global_norm(grads: list[torch.Tensor]) -> float:
     return math.sqrt(sum(float((g.double() ** 2).sum()) for g in grads))
 
 
+def scaled_to_norm(grads: list[torch.Tensor], norm: float) -> list[torch.Tensor]:
+    """`grads` scaled together so that their global norm is `norm`."""
+    factor = norm / global_norm(grads)
+    return [g * factor for g in grads]
+
+
 def clip_case(student, grads: list[torch.Tensor], theta: float) -> None:
     expected = reference_clip(grads, theta)
     got = expect_sequence(student.clip_gradients(grads, theta), len(grads), name="clip_gradients",
@@ -620,6 +626,14 @@ def reference_block(weights: dict[str, torch.Tensor], num_heads: int, X: torch.T
     hidden = F.relu(F.linear(Y, weights[f"{prefix}ffn.dense1.weight"], weights[f"{prefix}ffn.dense1.bias"]))
     return ln("addnorm2", Y + F.linear(hidden, weights[f"{prefix}ffn.dense2.weight"],
                                        weights[f"{prefix}ffn.dense2.bias"]))
+
+
+def residual_only_block(weights: dict[str, torch.Tensor], X: torch.Tensor) -> torch.Tensor:
+    """The block in `train` mode with dropout 1: both sublayers' outputs are zeroed, so only the residual
+    branch is left, through both layer norms: LN2(LN1(X))."""
+    D = X.shape[-1]
+    Y = F.layer_norm(X, (D,), weights["addnorm1.ln.weight"], weights["addnorm1.ln.bias"])
+    return F.layer_norm(Y, (D,), weights["addnorm2.ln.weight"], weights["addnorm2.ln.bias"])
 
 
 def build_block(student, D: int, ffn: int, num_heads: int, use_bias: bool, device: str, *,

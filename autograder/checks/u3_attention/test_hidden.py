@@ -12,7 +12,7 @@ from autograder.checks.u3_attention.common import (
     expect_classifier_matches_reference, expect_dropout_active, expect_module, global_norm, load_random_weights,
     lstm_forward_case, lstm_gradient_case, lstm_inputs, masked_softmax_case, mha_forward_case, mha_gradient_case,
     positional_buffer, positional_forward_case, reference_block, reference_char_lm, reference_positional,
-    rnn_forward_case, rnn_gradient_case, rnn_inputs, train_char_lm,
+    residual_only_block, rnn_forward_case, rnn_gradient_case, rnn_inputs, scaled_to_norm, train_char_lm,
 )
 from autograder.errors import CheckFailure
 
@@ -104,6 +104,9 @@ def test_clip_gradients_edge_cases(student, device, rng):
         # far under theta, so nothing changes (a guard against dividing by 0 must not bite a tiny norm)
         ("gradientes diminutos (norma cerca de 1e-14)", [1e-14 * randn(rng, 3, 2, device=device),
                                                         1e-14 * randn(rng, 4, device=device)], 1.0),
+        # under 1 yet over theta: a guard such as `norm > 1` must not skip the clipping
+        ("norma total menor que 1 pero mayor que theta", scaled_to_norm(
+            [randn(rng, 3, 3, device=device), randn(rng, 5, device=device)], 0.3), 0.1),
         ("gradientes en float32", [randn(rng, 6, 4, device=device, dtype=torch.float32),
                                    randn(rng, 4, device=device, dtype=torch.float32)], 0.5),
     ]
@@ -287,6 +290,16 @@ def test_transformer_block_edge_cases(student, device, rng):
     with case("dropout=0.5 en modo train"):
         expect_dropout_active(model, (randn(rng, 2, 5, 8, device=device),), name="TransformerEncoderBlock(...)(X)",
                               shape=(2, 5, 8), device=device)
+    model, state = build_block(student, 8, 12, 2, False, device, dropout=1.0)
+    weights = load_random_weights(student, rng, model, state, device, "`TransformerEncoderBlock`")
+    with case("dropout=1 en modo train: cada subcapa se anula y la rama residual pasa entera"):
+        model.train()
+        X = randn(rng, 2, 5, 8, device=device)
+        expect_close(model(X), residual_only_block(weights, X), name="TransformerEncoderBlock(...)(X)",
+                     hint="con `dropout=1` la salida de cada subcapa se anula, y el bloque debe dar "
+                          "$\\mathrm{LN}_2(\\mathrm{LN}_1(\\mathbf{X}))$: el *dropout* va sobre la salida de la "
+                          "subcapa, nunca sobre la rama residual $\\mathbf{X}$, "
+                          "$\\mathrm{LN}(\\mathbf{X} + \\mathrm{dropout}(\\ldots))$.")
 
 
 @pytest.mark.grade_id("transformer")
