@@ -117,8 +117,8 @@ def done_message(student, status, score):
 
 def test_a_grader_error_sends_the_twins_back_in_line_instead_of_copying_it(tmp_path):
     """A grader error says nothing of the code: when the graded copy ends in one (an `error` result from its slot,
-    or its slot dying twice), does each twin go back in line to be graded on its own, with no copy of that error
-    written, while a real verdict is copied to its twins?"""
+    or the `grader_error` the coordinator records when its slot died twice), does each twin go back in line to be
+    graded on its own, with no copy of that error written, while a real verdict is copied to its twins?"""
     out = tmp_path / "out"
     batch = coordinator(out, {"a": ["a2", "a3"], "b": ["b2"], "c": ["c2"]})
     batch.done(done_message("a", "error", 0.0))

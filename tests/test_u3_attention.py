@@ -210,6 +210,10 @@ SHORTCUTS = {
 
 #: Correct solutions in other styles: each keeps full marks.
 ALTERNATIVES = {
+    "functional_dropout_in_addnorm": (  # the dropout on the sublayer's output, written the other way round
+        "def _functional_addnorm(self, X, Y):\n"
+        "    return self.ln(F.dropout(Y, self.dropout.p, self.training) + X)\n"
+        "AddNorm.forward = _functional_addnorm"),
     "einsum_attention_and_minus_infinity_masking": (
         "def masked_softmax(X, valid_lens):\n"
         "    if valid_lens is None:\n"

@@ -92,7 +92,7 @@ def test_lstm_cell_gradient_edge_cases(student, device, rng):
 @pytest.mark.grade_id("clipping")
 @pytest.mark.points(1)
 def test_clip_gradients_edge_cases(student, device, rng):
-    """¿`clip_gradients` acierta con un solo gradiente, tensores de un elemento, gradientes nulos o diminutos, un $\\theta$ muy chico y float32?"""
+    """¿`clip_gradients` acierta con un solo gradiente, tensores de un elemento, gradientes nulos o diminutos, un $\\theta$ muy chico, una norma menor que 1 pero mayor que $\\theta$ y float32?"""
     single = [randn(rng, 4, 3, device=device, scale=2.0)]
     cases = [
         ("un solo gradiente por encima de theta", single, global_norm(single) / 4),
@@ -297,9 +297,9 @@ def test_transformer_block_edge_cases(student, device, rng):
         X = randn(rng, 2, 5, 8, device=device)
         expect_close(model(X), residual_only_block(weights, X), name="TransformerEncoderBlock(...)(X)",
                      hint="con `dropout=1` la salida de cada subcapa se anula, y el bloque debe dar "
-                          "$\\mathrm{LN}_2(\\mathrm{LN}_1(\\mathbf{X}))$: el *dropout* va sobre la salida de la "
-                          "subcapa, nunca sobre la rama residual $\\mathbf{X}$, "
-                          "$\\mathrm{LN}(\\mathbf{X} + \\mathrm{dropout}(\\ldots))$.")
+                          "$\\mathrm{LN}_2(\\mathrm{LN}_1(\\mathbf{X}))$: el *dropout* va sobre la salida de cada "
+                          "subcapa y nunca sobre la rama residual, "
+                          "$\\mathrm{LN}(\\mathbf{X} + \\mathrm{dropout}(\\mathrm{subcapa}(\\mathbf{X})))$.")
 
 
 @pytest.mark.grade_id("transformer")
