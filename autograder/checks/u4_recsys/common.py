@@ -757,16 +757,24 @@ def neumf_gradient_case(student, rng: torch.Generator, model: RemoteRef, weights
 
 
 def neumf_logit_matrix(params: dict[str, torch.Tensor], layers: list[str], U: int, I: int) -> torch.Tensor:
-    """(U, I) reference scores before the sigmoid, in float64, a block of users at a time (saturated
-    probabilities would tie; the logits do not)."""
-    items = torch.arange(I)
-    blocks = []
+    """(U, I) reference scores before the sigmoid, in float64 (saturated probabilities would tie; the logits do
+    not): `reference_neumf_logits` for every pair, computed by parts. The prediction layer is linear, so the GMF
+    half is one matrix product; the MLP's first layer splits into a user term and an item term, broadcast over
+    the pairs of a block of users. Equal to the pairwise computation up to the order of the sums (about 1e-16)."""
+    k = params["P.weight"].shape[1]
+    w = params["prediction_layer.weight"][0]                                                  # (k + h,)
+    first = params[f"{layers[0]}.weight"]                                                     # (h1, 2k)
     with torch.no_grad():
+        gmf = (params["P.weight"] * w[:k]) @ params["Q.weight"].T                             # (U, I)
+        user_term = F.linear(params["U.weight"], first[:, :k], params[f"{layers[0]}.bias"])  # (U, h1)
+        item_term = F.linear(params["V.weight"], first[:, k:])                                # (I, h1)
+        blocks = []
         for start in range(0, U, 128):
-            users = torch.arange(start, min(start + 128, U))
-            blocks.append(reference_neumf_logits(params, layers, users.repeat_interleave(I),
-                                                 items.repeat(len(users))).view(len(users), I))
-    return torch.cat(blocks)
+            hidden = F.relu(user_term[start:start + 128, None, :] + item_term[None, :, :])    # (b, I, h1)
+            for layer in layers[1:]:
+                hidden = F.relu(F.linear(hidden, params[f"{layer}.weight"], params[f"{layer}.bias"]))
+            blocks.append(hidden @ w[k:])                                                     # (b, I)
+    return gmf + torch.cat(blocks)
 
 
 # --------------------------------------------------------------------------- 8. Hit@k and AUC
