@@ -71,7 +71,8 @@ def test_mf_training_reaches_noise_level(student, device, rng):
     if not min(rmses) <= noise + MF_MARGIN:
         raise CheckFailure(
             f"Tras {MF_TRAINING.epochs} épocas de Adam (lotes de {MF_TRAINING.batch_size}, tasa {MF_TRAINING.lr}), "
-            f"el RMSE de tu `MF` en calificaciones que no vio (medido con la referencia cargada con tus pesos) fue {shown(rmses)} en las últimas {MF_CHECKPOINTS} épocas; se "
+            f"el RMSE de tu `MF` en calificaciones que no vio (medido con la referencia cargada con tus pesos) fue "
+            f"{shown(rmses)} en las últimas {MF_CHECKPOINTS} épocas; se "
             f"esperaba como mucho {noise + MF_MARGIN:.3f} en alguna: el ruido de los datos ({noise:.3f}) más "
             f"{MF_MARGIN}. La solución queda a 0.10 del ruido o menos, y predecir con los sesgos de usuarios e "
             "ítems solamente, a unos 0.2. Pista: revisa `MF` con las comprobaciones de la parte 1 (los sesgos "
