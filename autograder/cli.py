@@ -95,6 +95,9 @@ def _parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--runs", type=int, default=10, help="how many times to grade the notebook")
     calibrate.add_argument("--notebook", type=Path, default=None,
                            help="notebook to time (default: the solution notebook)")
+    calibrate.add_argument("--cells", action="store_true",
+                           help="write the demonstration cells' own time limits from the solution's times "
+                                "(autograder/checks/ASSIGNMENT/cell_seconds.json)")
     _grading_options(calibrate)
     calibrate.set_defaults(run=_calibrate)
 
@@ -169,6 +172,9 @@ def _grading_options(parser: argparse.ArgumentParser, limits: dict | None = None
     parser.add_argument("--sandbox", choices=SANDBOX_MODES, default="auto",
                         help="auto: every layer the machine supports, missing ones reported; strict: refuse to "
                              "grade unless all are in force; off: no namespaces or seccomp (default: auto)")
+    parser.add_argument("--no-cell-budgets", dest="cell_budgets", action="store_false",
+                        help="give every cell the cell limit, not the demonstration cells the 10x of the "
+                             "solution's times that `calibrate --cells` recorded")
     defaults = {f.name: f.default for f in fields(Limits)} | (limits or {})
     for name, text in LIMIT_FLAGS.items():
         parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=type(defaults[name]),
@@ -185,7 +191,8 @@ def _options(args: argparse.Namespace, *, public_only: bool = False) -> dict:
     limits = Limits(**{name: getattr(args, name) for name in LIMIT_FLAGS})
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
     options = GradeOptions(limits=limits, seed=seed, devices=tuple(d for d in args.devices.split(",") if d),
-                           public_only=public_only, timing_scale=args.timing_scale, sandbox=args.sandbox)
+                           public_only=public_only, timing_scale=args.timing_scale, sandbox=args.sandbox,
+                           cell_budgets=args.cell_budgets)
     return options.to_dict()
 
 
@@ -313,14 +320,21 @@ def _assignment_for(course: Course, notebook: Path) -> str:
 
 
 def _calibrate(args: argparse.Namespace) -> int:
+    from .grading.budgets import write_budgets
     from .grading.calibrate import calibrate, format_calibration
 
     course = _course(args)
     assignment = course.assignment(args.assignment)
+    if args.cells and args.notebook:
+        raise _Failure("--cells measures the solution notebook: leave out --notebook")
     notebook = args.notebook or course.solutions_dir(assignment.id) / assignment.notebook_name
+    options = _options(args) | ({"cell_budgets": False} if args.cells else {})  # measured under the cell limit
     report = calibrate(course=course, assignment=assignment.id, notebook=notebook, runs=args.runs,
-                       options=_options(args))
+                       options=options)
     print(format_calibration(report))
+    if args.cells:
+        path = write_budgets(assignment, report.cells, report.cell_seconds)
+        print(f"\nwrote {path.relative_to(course.root)}: the limits of the cells shared by release and solutions")
     return 0
 
 

@@ -46,9 +46,9 @@ def zygote():
     handle.close()
 
 
-def session_for(zygote, *sources: str) -> tuple[SubmissionSession, StudentNamespace]:
+def session_for(zygote, *sources: str, snapshots: bool = False) -> tuple[SubmissionSession, StudentNamespace]:
     cells = [Cell(index=i, source=source) for i, source in enumerate(sources, start=1)]
-    session = SubmissionSession(zygote, cells, limits=LIMITS)
+    session = SubmissionSession(zygote, cells, limits=LIMITS, snapshots=snapshots)
     return session, StudentNamespace(Client(session))
 
 
@@ -113,9 +113,12 @@ def test_a_cell_that_ends_the_process_is_recorded_as_a_crash(zygote):
         session.close()
 
 
-def test_a_call_that_kills_the_worker_costs_only_that_call(zygote):
-    """After `os._exit` in one call, does the next call get a fresh, working worker?"""
-    session, student = session_for(zygote, "import os\ndef die():\n    os._exit(0)\ndef ok():\n    return 7")
+@pytest.mark.parametrize("snapshots", [False, True], ids=["rerun-cells", "fork-server"])
+def test_a_call_that_kills_the_worker_costs_only_that_call(zygote, snapshots):
+    """After `os._exit` in one call, does the next call get a fresh, working worker, and does the message say how
+    the process ended (from the zygote, or from the fork server for one of its children)?"""
+    session, student = session_for(zygote, "import os\ndef die():\n    os._exit(0)\ndef ok():\n    return 7",
+                                   snapshots=snapshots)
     try:
         with pytest.raises(WorkerLost, match="código de salida 0"):
             student.die()
@@ -125,7 +128,8 @@ def test_a_call_that_kills_the_worker_costs_only_that_call(zygote):
         session.close()
 
 
-def test_a_loop_that_ignores_signals_is_killed_at_the_call_deadline(zygote):
+@pytest.mark.parametrize("snapshots", [False, True], ids=["rerun-cells", "fork-server"])
+def test_a_loop_that_ignores_signals_is_killed_at_the_call_deadline(zygote, snapshots):
     """Is a call that ignores SIGTERM and SIGALRM still stopped on time from outside?"""
     session, student = session_for(zygote, (
         "import signal\n"
@@ -133,7 +137,7 @@ def test_a_loop_that_ignores_signals_is_killed_at_the_call_deadline(zygote):
         "    for s in (signal.SIGTERM, signal.SIGALRM, signal.SIGINT):\n"
         "        signal.signal(s, signal.SIG_IGN)\n"
         "    while True:\n"
-        "        pass\n"))
+        "        pass\n"), snapshots=snapshots)
     try:
         started = time.monotonic()
         with pytest.raises(WorkerLost, match="tiempo límite"):
@@ -143,7 +147,8 @@ def test_a_loop_that_ignores_signals_is_killed_at_the_call_deadline(zygote):
         session.close()
 
 
-def test_nothing_the_submission_starts_outlives_it(zygote):
+@pytest.mark.parametrize("snapshots", [False, True], ids=["rerun-cells", "fork-server"])
+def test_nothing_the_submission_starts_outlives_it(zygote, snapshots):
     """Are double-forked, setsid daemons killed with the worker (seen from outside the sandbox)?"""
     from autograder.worker.zygote import descendants
 
@@ -155,7 +160,7 @@ def test_nothing_the_submission_starts_outlives_it(zygote):
         "        if os.fork() == 0:\n"
         "            time.sleep(60)\n"
         "        os._exit(0)\n"
-        "    time.sleep(0.2)\n"))
+        "    time.sleep(0.2)\n"), snapshots=snapshots)
     try:
         student.spawn()
         alive = descendants(zygote_pid(zygote))
@@ -164,6 +169,62 @@ def test_nothing_the_submission_starts_outlives_it(zygote):
         session.close()
     assert not [pid for pid in alive if Path(f"/proc/{pid}").exists()]
     assert descendants(zygote_pid(zygote)) == []
+
+
+def test_a_restart_forks_the_state_after_the_cells_instead_of_running_them_again(zygote):
+    """With the fork server, does a call that kills its process cost a fork: the next call sees the notebook's
+    state right after its cells (not what earlier calls changed), the cells ran once, their output appears once,
+    and the message still says how the process ended?"""
+    session, student = session_for(
+        zygote, "import os\nos.write(1, b'celdas ejecutadas\\n')  # past the capture, to the raw output\ncount = [0]",
+        "def bump():\n    count[0] += 1\n    return count[0]", "def die():\n    os._exit(3)", snapshots=True)
+    try:
+        assert (student.bump(), student.bump()) == (1, 2)
+        with pytest.raises(WorkerLost, match="código de salida 3"):
+            student.die()
+        assert student.bump() == 1
+        assert session.restarts == 1 and session.snapshots
+    finally:
+        session.close()
+    assert [r.status for r in session.records.values()] == ["ok", "ok", "ok"]
+    assert "".join(session.output).count("celdas ejecutadas") == 1
+
+
+def test_a_hung_child_dies_with_what_it_started_and_holds_no_descriptor_of_the_fork_server(zygote):
+    """When a call hangs after starting a process, are both killed while the fork server survives, does the
+    next child see only itself and the fork server in its PID namespace, and hold no file descriptor beyond
+    stdin/stdout/stderr and its own socket (none of the fork server's)?"""
+    session, student = session_for(zygote, (
+        "import os, subprocess\n"
+        "def spawn_and_hang():\n"
+        "    subprocess.Popen(['sleep', '300'])\n"
+        "    while True:\n"
+        "        pass\n"
+        "def processes():\n"
+        "    return sorted(int(p) for p in os.listdir('/proc') if p.isdigit())\n"
+        "def descriptors():\n"
+        "    return sorted(int(fd) for fd in os.listdir('/proc/self/fd'))\n"), snapshots=True)
+    try:
+        first = student.processes()
+        assert len(first) == 2 and first[0] == 1  # the fork server (PID 1) and this child
+        with pytest.raises(WorkerLost, match="tiempo límite"):
+            student.spawn_and_hang()
+        second = student.processes()
+        assert len(second) == 2 and second[0] == 1 and second[1] != first[1]  # the sleep and the old child: gone
+        assert len(student.descriptors()) == 5  # 0, 1, 2, the child's socket, and the listing's own
+        assert session.restarts == 1
+    finally:
+        session.close()
+
+
+def test_a_notebook_that_breaks_the_fork_server_gets_its_cells_run_again(zygote):
+    """If the notebook's own code breaks forking, does grading go on with workers that re-run the cells?"""
+    session, student = session_for(zygote, "import os\nos.fork = None", "def ok():\n    return 7", snapshots=True)
+    try:
+        assert student.ok() == 7
+        assert not session.snapshots and session.restarts == 1
+    finally:
+        session.close()
 
 
 def test_memory_is_capped_and_the_error_is_the_students(zygote):

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import time
 import traceback
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 from ..course import Assignment
 from ..errors import WorkerLost
+from .budgets import CellBudgets, load_budgets
 from .checks import CheckSuite
 from .discover import Submission
 from .intake import InvalidSubmission, AutogradedCells, code_cells, read_notebook
@@ -50,6 +51,7 @@ class Grader:
                                 options=options.pytest_options())
         release = read_notebook(assignment.release_notebook, max_bytes=2**30)
         self.tests = AutogradedCells.from_notebook(release)
+        self.budgets = load_budgets(assignment) if options.cell_budgets else CellBudgets()
         # Feedback follows the notebook: grade cells in order, public checks before hidden ones.
         order = {cell.grade_id: i for i, cell in enumerate(assignment.grade_cells(assignment.release_notebook))}
         ranked = sorted(enumerate(self.suite.collect()),
@@ -63,6 +65,9 @@ class Grader:
         except BaseException:
             self.zygote.close()
             raise
+        # A restart forks the worker after its cells only where the worker is PID 1 of its own PID namespace
+        # (everything a child leaves behind stays below the fork server) and a fork has no GPU to share.
+        self.snapshots = bool(self.isolation.layers.get("pid_namespace")) and not cuda
 
     def close(self) -> None:
         self.zygote.close()
@@ -78,7 +83,9 @@ class Grader:
             if submission.problem:
                 raise InvalidSubmission(submission.problem)
             notebook = read_notebook(submission.path, max_bytes=self.options.limits.notebook_bytes)
-            cells = code_cells(notebook, tests=self.tests)
+            cell_seconds = self.options.limits.cell_seconds
+            cells = [replace(cell, limit=self.budgets.limit(cell.source, cell_seconds=cell_seconds))
+                     for cell in code_cells(notebook, tests=self.tests)]
             self._run(cells, result)
         except InvalidSubmission as exc:
             result.status, result.message = STATUS_INVALID, str(exc)
@@ -91,7 +98,7 @@ class Grader:
         return result
 
     def _run(self, cells: list, result: SubmissionResult) -> None:
-        session = SubmissionSession(self.zygote, cells, limits=self.options.limits)
+        session = SubmissionSession(self.zygote, cells, limits=self.options.limits, snapshots=self.snapshots)
         try:
             try:
                 session.ensure_worker()

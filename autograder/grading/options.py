@@ -7,6 +7,12 @@ from dataclasses import asdict, dataclass, field
 from ..worker.limits import WorkerLimits
 
 
+#: A demonstration cell's own limit: this many times the solution's slowest time for it, at least
+#: `CELL_BUDGET_FLOOR` seconds and at most `Limits.cell_seconds` (see budgets.py).
+CELL_BUDGET_FACTOR = 10.0
+CELL_BUDGET_FLOOR = 5.0
+
+
 @dataclass(frozen=True)
 class Limits:
     """Everything a submission may use; all enforced from outside the worker."""
@@ -46,6 +52,7 @@ class GradeOptions:
     timing_scale: float = 1.0
     threads: int = 1
     sandbox: str = "auto"  # strict | auto | off (see grading/isolation.py)
+    cell_budgets: bool = True  # demonstration cells get limits from the solution's times (see budgets.py)
     hidden_paths: tuple[str, ...] = ()  # besides the course: what the worker must not see (output, submissions)
 
     def pytest_options(self) -> list[str]:

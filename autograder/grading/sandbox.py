@@ -180,6 +180,7 @@ class ZygoteHandle:
     def spawn(self) -> "Worker":
         """A fresh worker; the zygote gives it a private scratch folder (HOME, TMPDIR, cwd)."""
         ours, theirs = socket.socketpair()
+        forks, their_forks = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         out_read, out_write = os.pipe()
         spec = {
             "limits": asdict(self.limits.worker_limits(cuda=self.cuda)),
@@ -191,20 +192,23 @@ class ZygoteHandle:
             "max_message_bytes": self.limits.message_bytes,
         }
         try:
-            reply = self._request({"op": "fork", "spec": spec}, [theirs.fileno(), out_write])
+            reply = self._request({"op": "fork", "spec": spec}, [theirs.fileno(), out_write, their_forks.fileno()])
         except BaseException:
             ours.close()
+            forks.close()
             os.close(out_read)
             raise
         finally:
             theirs.close()
+            their_forks.close()
             os.close(out_write)
         if "pid" not in reply:
             ours.close()
+            forks.close()
             os.close(out_read)
             raise SandboxError(f"the zygote could not fork a worker: {reply.get('error')}")
         return Worker(self, reply["pid"], ours, OutputSink(out_read, self.limits.output_bytes),
-                      max_bytes=self.limits.message_bytes)
+                      max_bytes=self.limits.message_bytes, forks=forks)
 
     def reap(self) -> dict:
         if not self.alive:
@@ -215,6 +219,12 @@ class ZygoteHandle:
         if not self.alive:
             return {}
         return self._request({"op": "status", "pid": pid})
+
+    def prune(self, pid: int) -> dict:
+        """Kill everything below the worker the zygote forked as `pid`, sparing the worker (its fork server)."""
+        if not self.alive:
+            return {"killed": 0, "left": 0}
+        return self._request({"op": "prune", "pid": pid})
 
     def close(self) -> None:
         try:
@@ -273,15 +283,18 @@ def worker_uid_for(slot: int) -> int | None:
 
 @dataclass
 class Worker:
-    """One forked worker process serving one submission."""
+    """One forked worker process serving one submission, or (with `template`) a child of such a worker's fork
+    server: the process that serves the checks from the notebook's state after its cells (`fork_child`)."""
 
     zygote: ZygoteHandle
-    pid: int
+    pid: int  # the process the zygote forked (a child's is its template's)
     sock: socket.socket
-    output: OutputSink
+    output: OutputSink  # a child writes to its template's
     max_bytes: int
     layers: dict = field(default_factory=dict)
     end: str | None = None  # why it is gone: timeout | crashed | invalid | closed
+    forks: socket.socket | None = None  # the fork server's socket (a worker's, not a child's)
+    template: "Worker | None" = None  # the worker whose fork server made this child
 
     @property
     def dead(self) -> bool:
@@ -326,20 +339,91 @@ class Worker:
             self._lost()
 
     def _lost(self) -> None:
-        status = self.zygote.status(self.pid)
+        status = self._status()
         waited = time.monotonic() + 1.0
         while status.get("running") and time.monotonic() < waited:
             time.sleep(0.01)
-            status = self.zygote.status(self.pid)
+            status = self._status()
         self.kill("crashed")
         # How it ended (an exit code the code chose) is detail: hidden checks show only the summary.
         raise WorkerLost("El proceso que ejecuta tu código terminó antes de responder.",
                          detail=f"Causa: {exit_reason(status)}.")
 
+    def _status(self) -> dict:
+        """How the process ended ({"running": True} while it runs): the zygote's word for a worker; for a child,
+        its template's, which only the child's own submission can have made untrue."""
+        if self.template is None:
+            return self.zygote.status(self.pid)
+        if self.template.dead:
+            return {}
+        try:
+            status = self.template._ask_fork_server(b"status", 1.0)
+        except WorkerLost:
+            return {}
+        return {key: value for key, value in status.items() if key in ("running", "exit", "signal")
+                and isinstance(value, (bool, int))}
+
     def kill(self, end: str = "closed") -> None:
-        """Have the zygote SIGKILL the worker and every descendant (its pids are the zygote's to name)."""
+        """Have the zygote SIGKILL the worker and every descendant (its pids are the zygote's to name); a child:
+        itself and what it started, sparing its template."""
         if self.dead:
             return
         self.end = end
         self.sock.close()
+        if self.template is not None:
+            self.zygote.prune(self.pid)
+            return
+        if self.forks is not None:
+            self.forks.close()
         self.zygote.reap()
+
+    # The fork server (worker.main.serve_forks) -------------------------------------------------------------
+
+    def start_fork_server(self, deadline: float) -> None:
+        """Make this worker, whose cells just ran, a fork server of itself; from now on `fork_child` gives the
+        processes that serve the checks."""
+        self.send({"op": "fork_server"}, deadline=deadline)
+        if self.receive(deadline).header != {"event": "forking"}:
+            self.kill("invalid")
+            raise WorkerLost("El proceso que ejecuta tu código envió una respuesta inválida.")
+        self.sock.close()
+
+    def fork_child(self, timeout: float) -> "Worker":
+        """A child of the fork server, ready to serve: the notebook's state right after its cells."""
+        ours, theirs = socket.socketpair()
+        try:
+            reply = self._ask_fork_server(b"fork", timeout, fds=[theirs.fileno()])
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        if not isinstance(reply.get("pid"), int):
+            ours.close()
+            self.kill("invalid")
+            raise WorkerLost("El proceso que ejecuta tu código envió una respuesta inválida.")
+        child = Worker(self.zygote, self.pid, ours, self.output, max_bytes=self.max_bytes, template=self)
+        try:
+            header = child.receive(time.monotonic() + timeout).header
+        except WorkerLost:
+            self.kill("invalid")  # a fork that does not come up: the template is no longer usable
+            raise
+        if header.get("event") != "ready":
+            child.kill("invalid")
+            self.kill("invalid")
+            raise WorkerLost("El proceso que ejecuta tu código envió una respuesta inválida.")
+        child.layers = header.get("layers", {}) if isinstance(header.get("layers"), dict) else {}
+        return child
+
+    def _ask_fork_server(self, request: bytes, timeout: float, *, fds: list[int] = ()) -> dict:
+        """One request to the fork server and its JSON reply; one that fails or stalls kills the worker."""
+        try:
+            socket.send_fds(self.forks, [request], list(fds))
+            self.forks.settimeout(timeout)
+            reply = json.loads(self.forks.recv(4096))
+            if not isinstance(reply, dict):
+                raise ValueError("not an object")
+            return reply
+        except (OSError, ValueError):
+            self.kill("invalid")
+            raise WorkerLost("El proceso que ejecuta tu código dejó de responder al corrector.") from None

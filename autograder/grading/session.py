@@ -1,9 +1,13 @@
 """One submission's life in a worker: run its cells, serve the checks, restart when killed.
 
 The session is the `Transport` the checks' `Client` talks through. If a call hangs
-or kills the worker, that call's check fails, and the next request starts a fresh
-worker that re-runs the notebook's cells. A cell that hung or killed the worker is
-skipped from then on, so one runaway demo cell costs only what depends on it.
+or kills the worker, that call's check fails, and the next request gets a fresh
+process with the notebook's state after its cells. Where the worker is PID 1 of its
+own PID namespace (and has no GPU, which a fork cannot share), that process is a
+fork of the worker, which became a fork server of itself once its cells ran
+(`worker.main.serve_forks`): a restart costs a fork, not the cells again. Otherwise
+a fresh worker re-runs the cells. A cell that hung or killed the worker is skipped
+from then on, so one runaway demo cell costs only what depends on it.
 """
 
 from __future__ import annotations
@@ -14,10 +18,12 @@ from dataclasses import dataclass, field
 
 from .. import wire
 from ..errors import WorkerLost, WorkerTimeout
-from .options import Limits
+from .options import CELL_BUDGET_FACTOR, CELL_BUDGET_FLOOR, Limits
 from .sandbox import SandboxError, Worker, ZygoteHandle
 
 HANDSHAKE_SECONDS = 30.0
+#: How long the fork server may take to answer (a fork of a process holding torch and the notebook's data).
+FORK_SECONDS = 10.0
 #: The worker dumps a cell's stack this long before the cell's limit, so that the grader learns which function hung.
 WATCHDOG_LEAD_SECONDS = 0.5
 _HUNG_FRAME = re.compile(r'^\s*File "<celda \d+>", line \d+ in ([A-Za-z_]\w*)$')
@@ -25,11 +31,13 @@ _HUNG_FRAME = re.compile(r'^\s*File "<celda \d+>", line \d+ in ([A-Za-z_]\w*)$')
 
 @dataclass(frozen=True)
 class Cell:
-    """A code cell to execute: its 1-based position in the notebook, its Python source, and its first line."""
+    """A code cell to execute: its 1-based position in the notebook, its Python source, its first line, and its
+    own time limit when it has one (a demonstration cell: see budgets.py); None means `Limits.cell_seconds`."""
 
     index: int
     source: str
     preview: str = ""
+    limit: float | None = None
 
 
 @dataclass
@@ -40,6 +48,7 @@ class CellRecord:
     status: str  # ok | error | timeout | crashed
     seconds: float
     preview: str = ""
+    limit: float = 0.0  # the seconds it was allowed
     error: dict | None = None
     output: str = ""
     output_dropped: int = 0
@@ -49,10 +58,11 @@ class CellRecord:
 class SubmissionSession:
     """Transport for one submission's checks, backed by a restartable worker."""
 
-    def __init__(self, zygote: ZygoteHandle, cells: list[Cell], *, limits: Limits) -> None:
+    def __init__(self, zygote: ZygoteHandle, cells: list[Cell], *, limits: Limits, snapshots: bool = False) -> None:
         self.zygote = zygote
         self.cells = cells
         self.limits = limits
+        self.snapshots = snapshots  # restart from the fork server (see the module's docstring)
         self.generation = 0
         self.records: dict[int, CellRecord] = {}
         self.skipped: set[int] = set()
@@ -63,7 +73,8 @@ class SubmissionSession:
         self.output_dropped = 0
         self.timed_out: set[str] = set()  # the student's names whose code ran out of time (see remote.Client)
         self.deadline = time.monotonic() + limits.submission_seconds
-        self._worker: Worker | None = None
+        self._worker: Worker | None = None  # the process serving the checks
+        self._template: Worker | None = None  # the fork server the checks' processes come from
 
     # Transport protocol ------------------------------------------------------
 
@@ -111,9 +122,11 @@ class SubmissionSession:
                     )
                 self.restarts += 1
             try:
+                if self._template is not None and not self._template.dead:
+                    return self._fork_child()
                 worker = self._start_worker()
                 self._execute(worker)
-                return worker
+                return self._snapshot(worker) if self.snapshots else worker
             except WorkerLost:
                 continue
             except SandboxError as exc:
@@ -129,29 +142,55 @@ class SubmissionSession:
                        "cpu": self.zygote.cpu}
         return self._worker
 
+    def _snapshot(self, worker: Worker) -> Worker:
+        """The worker whose cells just ran becomes the fork server; its first child serves the checks."""
+        try:
+            worker.start_fork_server(min(self.deadline, time.monotonic() + FORK_SECONDS))
+            self._template, self._worker = worker, None
+            return self._fork_child()
+        except WorkerLost:
+            self.snapshots = False  # the notebook broke the fork server: restarts re-run the cells from now on
+            raise
+
+    def _fork_child(self) -> Worker:
+        self.generation += 1
+        try:
+            self._worker = self._template.fork_child(FORK_SECONDS)
+        except WorkerLost:
+            self.snapshots = False
+            self._retire_template()
+            raise
+        return self._worker
+
     def _execute(self, worker: Worker) -> None:
-        """Run the cells, each under its own time limit (between cells too, so no cell can stall)."""
+        """Run the cells, each under its own time limit (the wait for the next cell to start counts towards that
+        cell's, so nothing between cells can stall either)."""
         cells = [c for c in self.cells if c.index not in self.skipped]
-        watchdog = self.limits.cell_seconds - WATCHDOG_LEAD_SECONDS
-        worker.send({"op": "exec", "cells": [{"index": c.index, "source": c.source} for c in cells],
-                     "watchdog": watchdog if watchdog > 0 else None}, deadline=self.deadline)
-        pending = iter(cells)
+        worker.send({"op": "exec", "cells": [{"index": c.index, "source": c.source,
+                                              "watchdog": self._watchdog(c)} for c in cells]},
+                    deadline=self.deadline)
+        position = 0  # of the next cell to start
         current: Cell | None = None  # the cell running now
         latest: Cell | None = None  # the cell that started last: the one to blame for a stall
         started = time.monotonic()
         while True:
-            limit = min(self.deadline, started + self.limits.cell_seconds)
+            upcoming = current or (cells[position] if position < len(cells) else None)
+            allowed = self._limit(upcoming) if upcoming is not None else self.limits.cell_seconds
+            limit = min(self.deadline, started + allowed)
             try:
                 event = worker.receive(limit).header
             except WorkerLost as exc:
                 if latest is not None:
                     self.skipped.add(latest.index)
                     status = "timeout" if worker.end == "timeout" else "crashed"
+                    message = exc.render(reveal=True)
+                    if status == "timeout" and limit < self.deadline:
+                        message += " " + limit_note(latest, self._limit(latest))
                     # Replaces any record of this cell: its reported "end" may have been forged. The full
                     # message (exit cause included) is safe: cells run before any check, so nothing hidden leaks.
                     self.records[latest.index] = CellRecord(
-                        latest.index, status, time.monotonic() - started, latest.preview,
-                        error={"type": status, "message": exc.render(reveal=True), "traceback": ""})
+                        latest.index, status, time.monotonic() - started, latest.preview, self._limit(latest),
+                        error={"type": status, "message": message, "traceback": ""})
                     if status == "timeout":
                         self._retire()
                         hung = hung_functions(self.output[-1])
@@ -160,18 +199,27 @@ class SubmissionSession:
                 raise
             kind = event.get("event")
             if kind == "start" and current is None:
-                current = latest = next(pending, None)
+                current = latest = cells[position] if position < len(cells) else None
+                position += 1
                 if current is None or event.get("index") != current.index:
                     self._protocol_violation(worker)
                 started = time.monotonic()
             elif kind == "end" and current is not None and event.get("index") == current.index:
-                self._record(_cell_record(event, time.monotonic() - started, current.preview))
+                self._record(_cell_record(event, time.monotonic() - started, current.preview, self._limit(current)))
                 current = None
                 started = time.monotonic()
-            elif kind == "done" and current is None and next(pending, None) is None:
+            elif kind == "done" and current is None and position == len(cells):
                 return
             else:
                 self._protocol_violation(worker)
+
+    def _limit(self, cell: Cell) -> float:
+        return self.limits.cell_seconds if cell.limit is None else min(cell.limit, self.limits.cell_seconds)
+
+    def _watchdog(self, cell: Cell) -> float | None:
+        """When the worker dumps the cell's stack: just before the grader stops it."""
+        seconds = self._limit(cell) - WATCHDOG_LEAD_SECONDS
+        return seconds if seconds > 0 else None
 
     def _protocol_violation(self, worker: Worker) -> None:
         worker.kill("invalid")
@@ -181,18 +229,43 @@ class SubmissionSession:
         self.records.setdefault(record.index, record)
 
     def _retire(self) -> None:
-        if self._worker is not None:
-            self._worker.kill()
-            text, dropped = self._worker.output.close()
-            self.output.append(text)
-            self.output_dropped += dropped
-            self._worker = None
+        """Kill the process serving the checks; a worker's output is complete then, a child's goes on in its
+        template's (unless the template is gone too)."""
+        worker, self._worker = self._worker, None
+        if worker is None:
+            return
+        worker.kill()
+        if worker.template is None:
+            self._keep_output(worker)
+        elif worker.template.dead:
+            self._retire_template()
+
+    def _retire_template(self) -> None:
+        template, self._template = self._template, None
+        if template is not None:
+            template.kill()
+            self._keep_output(template)
+
+    def _keep_output(self, worker: Worker) -> None:
+        text, dropped = worker.output.close()
+        self.output.append(text)
+        self.output_dropped += dropped
 
     def close(self) -> None:
         self._retire()
+        self._retire_template()
 
 
-def _cell_record(event: dict, seconds: float, preview: str) -> CellRecord:
+def limit_note(cell: Cell, limit: float) -> str:
+    """What the student reads about a cell stopped at its limit."""
+    if cell.limit is None or cell.limit > limit:
+        return f"Cada celda tiene hasta {limit:g} s."
+    return (f"Esta celda tenía {limit:g} s: es una demostración del curso, y en tu notebook tiene hasta "
+            f"{CELL_BUDGET_FACTOR:g} veces lo que tarda en la solución (al menos {CELL_BUDGET_FLOOR:g} s). Revisa las "
+            "funciones tuyas que usa.")
+
+
+def _cell_record(event: dict, seconds: float, preview: str, limit: float) -> CellRecord:
     """A cell record from the worker's report, keeping only well-typed fields."""
     error = event.get("error")
     if not isinstance(error, dict):
@@ -205,6 +278,7 @@ def _cell_record(event: dict, seconds: float, preview: str) -> CellRecord:
         status="error" if error else "ok",
         seconds=seconds,
         preview=preview,
+        limit=limit,
         error=error,
         output=str(event.get("output", ""))[:16384],
         output_dropped=int(event.get("output_dropped", 0)) if isinstance(event.get("output_dropped"), int) else 0,

@@ -12,6 +12,7 @@ import builtins
 import contextlib
 import faulthandler
 import io
+import json
 import linecache
 import os
 import socket
@@ -131,33 +132,87 @@ def run_cell(namespace: dict, shell: ShellStub, cell: dict, *, watchdog: float |
             "seconds": time.perf_counter() - started}
 
 
-def serve(conn: wire.Connection, dispatcher: Dispatcher, shell: ShellStub) -> None:
+def serve(conn: wire.Connection, dispatcher: Dispatcher, shell: ShellStub, *,
+          forks: socket.socket | None = None) -> socket.socket | None:
+    """Answer the grader's requests until it closes the connection. After "fork_server" this process becomes a
+    fork server of itself (`serve_forks`): the call then returns only in a forked child, with that child's
+    socket."""
     while True:
         try:
             message = conn.recv()
         except (wire.ConnectionClosed, OSError):
-            return
-        if message.header.get("op") == "exec":
-            watchdog = message.header.get("watchdog")
-            watchdog = float(watchdog) if isinstance(watchdog, (int, float)) and watchdog > 0 else None
+            return None
+        op = message.header.get("op")
+        if op == "exec":
             for cell in message.header.get("cells", []):
+                watchdog = cell.get("watchdog")  # each cell's own: its limit differs (grading/budgets.py)
+                watchdog = float(watchdog) if isinstance(watchdog, (int, float)) and watchdog > 0 else None
                 conn.send({"event": "start", "index": cell["index"]})
                 conn.send({"event": "end", **run_cell(dispatcher.namespace, shell, cell, watchdog=watchdog)})
             conn.send({"event": "done"})
             continue
+        if op == "fork_server" and forks is not None:
+            conn.send({"event": "forking"})
+            conn.close()
+            return serve_forks(forks)
         header, buffers = dispatcher.handle(message)
         conn.send(header, buffers)
 
 
-def confine(spec: dict, *, rpc_fd: int, out_fd: int) -> dict:
+def serve_forks(forks: socket.socket) -> socket.socket:
+    """The worker once its cells ran: each request on `forks` (a SOCK_SEQPACKET socket) either forks a child that
+    starts from this state, the notebook's right after its cells, and serves the checks on the socket that came
+    with the request, or asks how the last child ended. The grader kills a child that hangs or dies and asks for
+    another, instead of starting a worker that runs the cells again. Returns only in a child, with its socket;
+    this process exits when the grader closes `forks`.
+
+    This process is PID 1 of the worker's PID namespace (the grader asks for children only there), so every
+    process a child leaves behind is re-parented here and reaped as it ends."""
+    child, ended = None, {}
+    while True:
+        try:
+            data, fds, _flags, _addr = socket.recv_fds(forks, 4096, 1)
+        except OSError:
+            os._exit(0)
+        if not data:
+            os._exit(0)
+        while True:  # reap what ended, remembering how the last child did
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            if pid == child:
+                ended = ({"signal": os.WTERMSIG(status)} if os.WIFSIGNALED(status)
+                         else {"exit": os.WEXITSTATUS(status)})
+        op = data.decode("utf-8", "replace")
+        if op == "fork" and len(fds) == 1:
+            child, ended = os.fork(), {}
+            if child == 0:
+                forks.close()
+                limits.die_with_parent()
+                return socket.socket(fileno=fds[0])
+            reply = {"pid": child}
+        elif op == "status":
+            reply = ended or {"running": True}
+        else:
+            reply = {"error": f"unknown request {op[:40]!r}"}
+        for fd in fds:
+            os.close(fd)
+        forks.send(json.dumps(reply).encode())
+
+
+def confine(spec: dict, *, rpc_fd: int, out_fd: int, fork_fd: int | None = None) -> dict:
     """Everything between fork and the first line of student code. Returns what is in force."""
     os.setsid()
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.dup2(out_fd, 1)
     os.dup2(out_fd, 2)
-    os.closerange(3, rpc_fd)
-    os.closerange(rpc_fd + 1, 65536)
+    kept = sorted({rpc_fd} | ({fork_fd} if fork_fd is not None else set()))
+    for low, high in zip([3] + [fd + 1 for fd in kept], kept + [65536]):
+        os.closerange(low, high)
     sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), line_buffering=True, errors="replace")
     sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), line_buffering=True, errors="replace")
     failed = limits.apply(limits.WorkerLimits(**spec["limits"]))
@@ -175,11 +230,13 @@ def confine(spec: dict, *, rpc_fd: int, out_fd: int) -> dict:
     return layers
 
 
-def run_worker(spec: dict, *, rpc_fd: int, out_fd: int) -> None:
-    """Entry point in the forked child; never returns."""
+def run_worker(spec: dict, *, rpc_fd: int, out_fd: int, fork_fd: int | None = None) -> None:
+    """Entry point in the forked child; never returns. `fork_fd`: the socket of `serve_forks`, kept only where
+    the worker is PID 1 of its own PID namespace."""
+    fork_fd = fork_fd if spec.get("pid_namespace") else None
     try:
         try:
-            layers = confine(spec, rpc_fd=rpc_fd, out_fd=out_fd)
+            layers = confine(spec, rpc_fd=rpc_fd, out_fd=out_fd, fork_fd=fork_fd)
         except BaseException:
             wire.Connection(socket.socket(fileno=rpc_fd), max_bytes=2**20).send(
                 {"event": "setup_failed", "detail": traceback.format_exc()[-4000:]})
@@ -192,8 +249,16 @@ def run_worker(spec: dict, *, rpc_fd: int, out_fd: int) -> None:
         cuda = spec.get("cuda", False)
         dispatcher = Dispatcher(namespace, max_bytes=spec["max_message_bytes"],
                                 device_ok=lambda d: d == "cpu" or cuda)
-        conn = wire.Connection(socket.socket(fileno=rpc_fd), max_bytes=spec["max_message_bytes"])
-        conn.send({"event": "ready", "pid": os.getpid(), "layers": layers})
-        serve(conn, dispatcher, shell)
+        forks = socket.socket(fileno=fork_fd) if fork_fd is not None else None
+        child = serve(ready(socket.socket(fileno=rpc_fd), spec, layers), dispatcher, shell, forks=forks)
+        if child is not None:  # a child of the fork server: the checks' worker from here on
+            serve(ready(child, spec, layers), dispatcher, shell)
     finally:
         os._exit(0)
+
+
+def ready(sock: socket.socket, spec: dict, layers: dict) -> wire.Connection:
+    """The connection to the grader, once it knows this process is ready and what confines it."""
+    conn = wire.Connection(sock, max_bytes=spec["max_message_bytes"])
+    conn.send({"event": "ready", "pid": os.getpid(), "layers": layers})
+    return conn

@@ -32,6 +32,18 @@ MAX_REQUEST = 65536
 
 def descendants(root: int) -> list[int]:
     """Pids of every live descendant of `root`, from /proc."""
+    children = process_tree()
+    found, frontier = [], [root]
+    while frontier:
+        pid = frontier.pop()
+        for child in children.get(pid, []):
+            found.append(child)
+            frontier.append(child)
+    return found
+
+
+def process_tree() -> dict[int, list[int]]:
+    """Parent pid -> the pids of its live children (zombies left out), from /proc."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -42,14 +54,9 @@ def descendants(root: int) -> list[int]:
         except OSError:
             continue
         fields = stat[stat.rfind(b")") + 2:].split()
-        children.setdefault(int(fields[1]), []).append(int(entry))
-    found, frontier = [], [root]
-    while frontier:
-        pid = frontier.pop()
-        for child in children.get(pid, []):
-            found.append(child)
-            frontier.append(child)
-    return found
+        if fields[0] not in (b"Z", b"X"):  # a zombie is already dead; its parent reaps it
+            children.setdefault(int(fields[1]), []).append(int(entry))
+    return children
 
 
 class Zygote:
@@ -76,19 +83,19 @@ class Zygote:
                 self.statuses[pid] = {"exit": os.WEXITSTATUS(status)}
 
     def fork(self, spec: dict, fds: list[int]) -> dict:
-        rpc_fd, out_fd = fds
+        rpc_fd, out_fd, fork_fd = fds
         scratch = self.make_scratch(spec.get("uid"))
         spec = {**spec, "cwd": scratch,
                 "env": {**spec["env"], "HOME": scratch, "TMPDIR": scratch, "MPLCONFIGDIR": scratch}}
         pid = os.fork()
         if pid == 0:
             self.control.close()
-            pid_namespace = namespaces.isolate_pids((rpc_fd, out_fd)) if self.isolate_pids else None
+            pid_namespace = namespaces.isolate_pids((rpc_fd, out_fd, fork_fd)) if self.isolate_pids else None
             from .main import run_worker
 
-            run_worker({**spec, "pid_namespace": pid_namespace}, rpc_fd=rpc_fd, out_fd=out_fd)
-        os.close(rpc_fd)
-        os.close(out_fd)
+            run_worker({**spec, "pid_namespace": pid_namespace}, rpc_fd=rpc_fd, out_fd=out_fd, fork_fd=fork_fd)
+        for fd in fds:
+            os.close(fd)
         return {"pid": pid}
 
     def make_scratch(self, uid: int | None) -> str:
@@ -125,6 +132,26 @@ class Zygote:
             self.wipe_shared_tmp()
         return {"killed": killed, "left": left}
 
+    def prune(self, holder: int) -> dict:
+        """Kill every process below a worker (a child of its fork server and whatever that started), sparing the
+        worker itself. `holder` is the process this zygote forked; the worker is its child, PID 1 of the
+        worker's PID namespace, so everything a child leaves behind is below it."""
+        killed = 0
+        for _ in range(200):
+            self.collect()
+            spared = set(process_tree().get(holder, []))
+            pids = [pid for pid in descendants(holder) if pid not in spared]
+            if not pids:
+                return {"killed": killed, "left": 0}
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                    killed += 1
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.005)
+        return {"killed": killed, "left": len(pids)}
+
     def wipe_shared_tmp(self) -> None:
         """Nothing a worker leaves in /tmp or /dev/shm reaches the next worker (of this or another submission).
 
@@ -159,7 +186,7 @@ class Zygote:
     def serve(self) -> None:
         while True:
             try:
-                data, fds, _flags, _addr = socket.recv_fds(self.control, MAX_REQUEST, 2)
+                data, fds, _flags, _addr = socket.recv_fds(self.control, MAX_REQUEST, 3)
             except OSError:
                 return
             if not data:
@@ -171,6 +198,8 @@ class Zygote:
                     reply = self.fork(request["spec"], fds)
                 elif op == "reap":
                     reply = self.reap()
+                elif op == "prune":
+                    reply = self.prune(int(request["pid"]))
                 elif op == "status":
                     reply = self.status(request["pid"])
                 else:
