@@ -328,12 +328,15 @@ def _calibrate(args: argparse.Namespace) -> int:
     if args.cells and args.notebook:
         raise _Failure("--cells measures the solution notebook: leave out --notebook")
     notebook = args.notebook or course.solutions_dir(assignment.id) / assignment.notebook_name
+    if not notebook.is_file():
+        raise _Failure(f"{notebook} does not exist" + ("" if args.notebook else
+                                                        f": run `autograder build {assignment.id}` first"))
     options = _options(args) | ({"cell_budgets": False} if args.cells else {})  # measured under the cell limit
     report = calibrate(course=course, assignment=assignment.id, notebook=notebook, runs=args.runs,
                        options=options)
     print(format_calibration(report))
     if args.cells:
-        path = write_budgets(assignment, report.cells, report.cell_seconds)
+        path = write_budgets(assignment, cells=report.cells, times=report.cell_seconds)
         print(f"\nwrote {path.relative_to(course.root)}: the limits of the cells shared by release and solutions")
     return 0
 
@@ -383,7 +386,7 @@ def _gradescope(args: argparse.Namespace) -> int:
     settings = GradescopeSettings(limits=asdict(limits), timing_scale=args.timing_scale, sandbox=args.sandbox,
                                   hidden_visibility=args.hidden_visibility, seed=args.seed,
                                   devices=tuple(d for d in args.devices.split(",") if d),
-                                  deadline_seconds=args.deadline_seconds)
+                                  deadline_seconds=args.deadline_seconds, cell_budgets=args.cell_budgets)
     try:
         bundle = write_bundle(assignment, out, settings=settings)
     except BundleError as exc:

@@ -8,23 +8,26 @@ import pytest
 from autograder.course import Course
 from autograder.grading.batch import grade_batch
 from autograder.grading.budgets import CellBudgets, cell_key, load_budgets, shared_cells
+from autograder.grading.calibrate import calibrate
 from autograder.grading.discover import discover
 from autograder.grading.options import GradeOptions, Limits
-from conftest import REPO, build, copy_course, grade, run_cli, with_cells, write
+from autograder.remote import SECONDS_AFTER_TIMEOUT
+from conftest import REPO, build, checks_of, copy_course, grade, run_cli, with_cells, write
 
 HUNG_DOUBLE = "def double(x):\n    while True:\n        pass"
 DEMO_CELL = 'print("el doble de 21 es", double(21))'
 
 
 def test_a_cell_gets_ten_times_the_solutions_time_between_the_floor_and_the_cell_limit():
-    """Is a known cell's limit 10x the solution's time, at least 5 s and at most the cell limit, and does a cell
-    the manifest does not know (the student's own code, an edited demonstration, one with a lone surrogate) get
-    none of its own?"""
+    """Is a known cell's limit 10x the solution's time (times --timing-scale), at least 5 s and at most the cell
+    limit, and does a cell the manifest does not know (the student's own code, an edited demonstration, one with
+    a lone surrogate) get none of its own?"""
     budgets = CellBudgets({cell_key("fast()"): 0.02, cell_key("slow()"): 1.5, cell_key("slower()"): 4.0})
     assert budgets.limit("fast()", cell_seconds=30) == 5.0
     assert budgets.limit("slow()", cell_seconds=30) == 15.0
     assert budgets.limit("slower()", cell_seconds=30) == 30.0
     assert budgets.limit("fast()", cell_seconds=3) == 3.0
+    assert budgets.limit("slow()", cell_seconds=30, scale=1.5) == 22.5  # --timing-scale, on a slower machine
     assert budgets.limit("fast() ", cell_seconds=30) is None
     assert budgets.limit("mine()", cell_seconds=30) is None
     assert budgets.limit("# \ud800 a lone surrogate", cell_seconds=30) is None  # not valid UTF-8, still code
@@ -55,10 +58,21 @@ def course_with_a_demo(tmp_path_factory):
     notebook.cells.insert(position + 1, demo)
     nbformat.write(notebook, source)
     build(course, "demo")
-    done = run_cli("--course", str(course.root), "calibrate", "demo", "--cells", "--runs", "1", "--seed", "1")
+    done = run_cli("--course", str(course.root), "calibrate", "demo", "--cells", "--runs", "2", "--seed", "1")
     assert done.returncode == 0, done.stderr
     assert "wrote autograder/checks/demo/cell_seconds.json" in done.stdout
     return course
+
+
+@pytest.mark.slow
+def test_calibrate_grades_every_run_not_one_for_all(course_with_a_demo):
+    """Are the runs of `calibrate` each graded (identical copies would be graded once, as twins), so every
+    cell has one time per run?"""
+    target = course_with_a_demo.assignment("demo")
+    notebook = course_with_a_demo.solutions_dir("demo") / "demo.ipynb"
+    options = GradeOptions(limits=Limits(), seed=1, cell_budgets=False).to_dict()
+    report = calibrate(course=course_with_a_demo, assignment=target.id, notebook=notebook, runs=2, options=options)
+    assert report.cells and all(len(report.cell_seconds[cell.index]) == 2 for cell in report.cells)
 
 
 @pytest.mark.slow
@@ -88,8 +102,9 @@ def test_a_demonstration_hung_by_the_students_function_stops_at_its_own_limit(co
     assert demo["status"] == "timeout" and demo["limit"] == 5.0
     assert 4.5 < demo["seconds"] < 7.5
     assert "Esta celda tenía 5 s: es una demostración del curso" in demo["error"]["message"]
-    double = [t for t in results["hung_demo"]["tests"] if t["extra_data"].get("grade_id") == "double"]
-    assert double and all(t["status"] == "failed" for t in double)  # and the hung function's checks still fail
+    double = [t for t in checks_of(results["hung_demo"]) if t["extra_data"]["grade_id"] == "double"]
+    assert double and all(t["status"] == "failed" for t in double)
+    assert all(f"esta vez tuvo {SECONDS_AFTER_TIMEOUT:g} s" in t["output"] for t in double)  # hung in the demo
 
     own = results["hung_own"]["extra_data"]["cells"][-1]
     assert own["status"] == "timeout" and own["limit"] == 8.0 and own["seconds"] >= 7.5

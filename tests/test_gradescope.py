@@ -420,6 +420,8 @@ def test_the_bundle_is_a_zip_gradescope_accepts(gradescope):
     assert {"setup.sh", "run_autograder", "requirements.txt", "gradescope.json"} <= set(names)
     assert modes["setup.sh"] & 0o111 and modes["run_autograder"] & 0o111
     assert f"course/autograder/checks/{ASSIGNMENT}/test_hidden.py" in names
+    assert f"course/autograder/checks/{ASSIGNMENT}/cell_seconds.json" in names  # the demonstrations' limits
+    assert json.loads(data["gradescope.json"])["cell_budgets"] is True
     assert not any("/checks/u2_cnn/" in n or "solutions/" in n or "__pycache__" in n for n in names)
     solution = (REPO / "solutions" / ASSIGNMENT / NOTEBOOK).read_bytes()
     source = (REPO / "source" / ASSIGNMENT / NOTEBOOK).read_bytes()

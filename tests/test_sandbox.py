@@ -123,7 +123,7 @@ def test_a_call_that_kills_the_worker_costs_only_that_call(zygote, snapshots):
         with pytest.raises(WorkerLost, match="código de salida 0"):
             student.die()
         assert student.ok() == 7
-        assert session.restarts == 1
+        assert session.restarts == 1 and session.snapshots == snapshots  # the fork server served throughout
     finally:
         session.close()
 
@@ -143,6 +143,7 @@ def test_a_loop_that_ignores_signals_is_killed_at_the_call_deadline(zygote, snap
         with pytest.raises(WorkerLost, match="tiempo límite"):
             student.spin()
         assert time.monotonic() - started < LIMITS.call_seconds + 2
+        assert session.snapshots == snapshots
     finally:
         session.close()
 
@@ -165,10 +166,42 @@ def test_nothing_the_submission_starts_outlives_it(zygote, snapshots):
         student.spawn()
         alive = descendants(zygote_pid(zygote))
         assert len(alive) >= 2  # the worker and its daemon, at least
+        assert session.snapshots == snapshots
     finally:
         session.close()
     assert not [pid for pid in alive if Path(f"/proc/{pid}").exists()]
     assert descendants(zygote_pid(zygote)) == []
+
+
+ZOMBIE_LEADER = (
+    "import ctypes, os, threading, time\n"
+    "def spawn():\n"
+    "    if os.fork() == 0:\n"
+    "        os.setsid()\n"
+    "        threading.Thread(target=time.sleep, args=(60,)).start()\n"
+    "        ctypes.CDLL(None).syscall(60, 0)  # SYS_exit: only the main thread ends; /proc says zombie\n"
+    "    time.sleep(0.2)\n")
+
+
+@pytest.mark.parametrize("mode", ["auto", "off"])
+def test_a_process_whose_main_thread_exited_is_still_killed(zygote, mode):
+    """A daemon that ends its main thread while another runs is listed as a zombie in /proc: is it still killed
+    when the submission ends, with a PID namespace (auto) and without one (the zygote's own reaping, as in plain
+    Docker or on Gradescope)?"""
+    from autograder.worker.zygote import descendants, is_alive
+
+    handle = zygote if mode == "auto" else make_zygote(plan("off", hidden=[], tmp_bytes=2**27, cuda=False))
+    session, student = session_for(handle, ZOMBIE_LEADER, snapshots=mode == "auto")
+    try:
+        student.spawn()
+        leaders = [pid for pid in descendants(zygote_pid(handle)) if is_alive(pid)
+                   and Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z"]
+        assert leaders, "the daemon should be alive with a zombie main thread"
+    finally:
+        session.close()
+        if handle is not zygote:
+            handle.close()
+    assert not [pid for pid in leaders if is_alive(pid)]
 
 
 def test_a_restart_forks_the_state_after_the_cells_instead_of_running_them_again(zygote):
@@ -198,6 +231,11 @@ def test_a_hung_child_dies_with_what_it_started_and_holds_no_descriptor_of_the_f
         "import os, subprocess\n"
         "def spawn_and_hang():\n"
         "    subprocess.Popen(['sleep', '300'])\n"
+        "    if os.fork() == 0:  # and a daemon, orphaned to the fork server\n"
+        "        os.setsid()\n"
+        "        if os.fork() == 0:\n"
+        "            os.execvp('sleep', ['sleep', '300'])\n"
+        "        os._exit(0)\n"
         "    while True:\n"
         "        pass\n"
         "def processes():\n"
@@ -210,18 +248,37 @@ def test_a_hung_child_dies_with_what_it_started_and_holds_no_descriptor_of_the_f
         with pytest.raises(WorkerLost, match="tiempo límite"):
             student.spawn_and_hang()
         second = student.processes()
-        assert len(second) == 2 and second[0] == 1 and second[1] != first[1]  # the sleep and the old child: gone
+        assert len(second) == 2 and second[0] == 1 and second[1] != first[1]  # the sleeps and the old child: gone
         assert len(student.descriptors()) == 5  # 0, 1, 2, the child's socket, and the listing's own
-        assert session.restarts == 1
+        assert session.restarts == 1 and session.snapshots
     finally:
         session.close()
 
 
-def test_a_notebook_that_breaks_the_fork_server_gets_its_cells_run_again(zygote):
-    """If the notebook's own code breaks forking, does grading go on with workers that re-run the cells?"""
-    session, student = session_for(zygote, "import os\nos.fork = None", "def ok():\n    return 7", snapshots=True)
+FORGED_FORK_REPLIES = (
+    "import socket\n"
+    "_send = socket.socket.send\n"
+    "def forged(self, data, *args):  # what the fork server answers the grader\n"
+    "    return _send(self, REPLY, *args)\n"
+    "socket.socket.send = forged\n")
+
+
+@pytest.mark.parametrize("breakage", ["no fork", "nested JSON", "a reply to another request", "silence"])
+def test_a_notebook_that_breaks_the_fork_server_gets_its_cells_run_again(zygote, breakage, monkeypatch):
+    """If the notebook's own code breaks forking or makes the fork server answer garbage, a reply to another
+    request or nothing at all, is the fork server killed in time and does grading go on with workers that
+    re-run the cells (never a grader error)?"""
+    monkeypatch.setattr("autograder.grading.session.FORK_SECONDS", 2.0)
+    sabotage = {"no fork": "import os\nos.fork = None",
+                "nested JSON": "REPLY = b'[' * 60\n" + FORGED_FORK_REPLIES,
+                "a reply to another request": "REPLY = b'999 pid 5'\n" + FORGED_FORK_REPLIES,
+                "silence": "import time\nREPLY = b''\n_sleep = time.sleep\n" + FORGED_FORK_REPLIES.replace(
+                    "    return _send(self, REPLY, *args)", "    _sleep(600)")}[breakage]
+    session, student = session_for(zygote, sabotage, "def ok():\n    return 7", snapshots=True)
     try:
+        started = time.monotonic()
         assert student.ok() == 7
+        assert time.monotonic() - started < 2.0 + 10
         assert not session.snapshots and session.restarts == 1
     finally:
         session.close()

@@ -53,6 +53,7 @@ class GradescopeSettings:
     deadline_seconds: float = 540.0  # Gradescope's default timeout is 600 s: leave time to write the result
     seed: int | None = None  # None: fresh inputs every run
     devices: tuple[str, ...] = ("cpu",)
+    cell_budgets: bool = True  # demonstration cells' own limits (grading/budgets.py)
 
 
 @dataclass
@@ -84,7 +85,7 @@ def bundle_files(assignment: Assignment, settings: GradescopeSettings) -> dict[s
     config = {"assignment": assignment.id, "course": COURSE_DIR, "grader_version": __version__, "workers": 1,
               "limits": settings.limits, "timing_scale": settings.timing_scale, "sandbox": settings.sandbox,
               "hidden_visibility": settings.hidden_visibility, "deadline_seconds": settings.deadline_seconds,
-              "seed": settings.seed, "devices": list(settings.devices)}
+              "seed": settings.seed, "devices": list(settings.devices), "cell_budgets": settings.cell_budgets}
     files["gradescope.json"] = (json.dumps(config, indent=1, sort_keys=True) + "\n").encode()
     checks = ENGINE / "checks"
     for path in sorted(ENGINE.rglob("*")):

@@ -97,6 +97,7 @@ def grade(root: Path, *, config: dict, started: float) -> dict:
     options = GradeOptions(limits=Limits(**config["limits"]), seed=int(config.get("seed") or _fresh_seed()),
                            devices=tuple(config.get("devices", ("cpu",))), timing_scale=config.get("timing_scale", 1.0),
                            sandbox=os.environ.get("DATITOS_SANDBOX", config.get("sandbox", "auto")),
+                           cell_budgets=config.get("cell_budgets", True),
                            hidden_paths=tuple(str(p) for p in private if p.exists()))
     with tempfile.TemporaryDirectory(prefix="datitos-gradescope-") as out:  # 0700, root's
         report = grade_batch(course=course, assignment=assignment.id, submissions=[submission], out_dir=Path(out),

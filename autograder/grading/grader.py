@@ -84,7 +84,8 @@ class Grader:
                 raise InvalidSubmission(submission.problem)
             notebook = read_notebook(submission.path, max_bytes=self.options.limits.notebook_bytes)
             cell_seconds = self.options.limits.cell_seconds
-            cells = [replace(cell, limit=self.budgets.limit(cell.source, cell_seconds=cell_seconds))
+            cells = [replace(cell, limit=self.budgets.limit(cell.source, cell_seconds=cell_seconds,
+                                                             scale=self.options.timing_scale))
                      for cell in code_cells(notebook, tests=self.tests)]
             self._run(cells, result)
         except InvalidSubmission as exc:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import select
 import signal
 import socket
@@ -177,10 +178,11 @@ class ZygoteHandle:
         if not self.alive:
             self.restart()
 
-    def spawn(self) -> "Worker":
-        """A fresh worker; the zygote gives it a private scratch folder (HOME, TMPDIR, cwd)."""
+    def spawn(self, *, fork_server: bool = False) -> "Worker":
+        """A fresh worker; the zygote gives it a private scratch folder (HOME, TMPDIR, cwd). `fork_server`: it also
+        gets the channel that lets it become a fork server of itself (`Worker.start_fork_server`)."""
         ours, theirs = socket.socketpair()
-        forks, their_forks = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        forks, their_forks = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET) if fork_server else (None, None)
         out_read, out_write = os.pipe()
         spec = {
             "limits": asdict(self.limits.worker_limits(cuda=self.cuda)),
@@ -191,20 +193,24 @@ class ZygoteHandle:
             "seccomp": self.plan.mode != "off",
             "max_message_bytes": self.limits.message_bytes,
         }
+        fds = [theirs.fileno(), out_write, *([their_forks.fileno()] if fork_server else [])]
         try:
-            reply = self._request({"op": "fork", "spec": spec}, [theirs.fileno(), out_write, their_forks.fileno()])
+            reply = self._request({"op": "fork", "spec": spec}, fds)
         except BaseException:
-            ours.close()
-            forks.close()
+            for sock in (ours, forks):
+                if sock is not None:
+                    sock.close()
             os.close(out_read)
             raise
         finally:
             theirs.close()
-            their_forks.close()
+            if their_forks is not None:
+                their_forks.close()
             os.close(out_write)
         if "pid" not in reply:
-            ours.close()
-            forks.close()
+            for sock in (ours, forks):
+                if sock is not None:
+                    sock.close()
             os.close(out_read)
             raise SandboxError(f"the zygote could not fork a worker: {reply.get('error')}")
         return Worker(self, reply["pid"], ours, OutputSink(out_read, self.limits.output_bytes),
@@ -283,18 +289,18 @@ def worker_uid_for(slot: int) -> int | None:
 
 @dataclass
 class Worker:
-    """One forked worker process serving one submission, or (with `template`) a child of such a worker's fork
-    server: the process that serves the checks from the notebook's state after its cells (`fork_child`)."""
+    """One forked worker process serving one submission; where asked, later a fork server of itself whose
+    children (`ForkedChild`) serve the checks."""
 
     zygote: ZygoteHandle
-    pid: int  # the process the zygote forked (a child's is its template's)
+    pid: int  # the process the zygote forked
     sock: socket.socket
-    output: OutputSink  # a child writes to its template's
+    output: OutputSink
     max_bytes: int
     layers: dict = field(default_factory=dict)
     end: str | None = None  # why it is gone: timeout | crashed | invalid | closed
-    forks: socket.socket | None = None  # the fork server's socket (a worker's, not a child's)
-    template: "Worker | None" = None  # the worker whose fork server made this child
+    forks: socket.socket | None = None  # the fork server's channel (worker.main.serve_forks), when wanted
+    _serial: int = field(default=0, repr=False)  # of the last request to the fork server
 
     @property
     def dead(self) -> bool:
@@ -350,36 +356,22 @@ class Worker:
                          detail=f"Causa: {exit_reason(status)}.")
 
     def _status(self) -> dict:
-        """How the process ended ({"running": True} while it runs): the zygote's word for a worker; for a child,
-        its template's, which only the child's own submission can have made untrue."""
-        if self.template is None:
-            return self.zygote.status(self.pid)
-        if self.template.dead:
-            return {}
-        try:
-            status = self.template._ask_fork_server(b"status", 1.0)
-        except WorkerLost:
-            return {}
-        return {key: value for key, value in status.items() if key in ("running", "exit", "signal")
-                and isinstance(value, (bool, int))}
+        """How the process ended ({"running": True} while it runs)."""
+        return self.zygote.status(self.pid)
 
     def kill(self, end: str = "closed") -> None:
-        """Have the zygote SIGKILL the worker and every descendant (its pids are the zygote's to name); a child:
-        itself and what it started, sparing its template."""
+        """Have the zygote SIGKILL the worker and every descendant (its pids are the zygote's to name)."""
         if self.dead:
             return
         self.end = end
         self.sock.close()
-        if self.template is not None:
-            self.zygote.prune(self.pid)
-            return
         if self.forks is not None:
             self.forks.close()
         self.zygote.reap()
 
     # The fork server (worker.main.serve_forks) -------------------------------------------------------------
 
-    def start_fork_server(self, deadline: float) -> None:
+    def start_fork_server(self, *, deadline: float) -> None:
         """Make this worker, whose cells just ran, a fork server of itself; from now on `fork_child` gives the
         processes that serve the checks."""
         self.send({"op": "fork_server"}, deadline=deadline)
@@ -388,42 +380,86 @@ class Worker:
             raise WorkerLost("El proceso que ejecuta tu código envió una respuesta inválida.")
         self.sock.close()
 
-    def fork_child(self, timeout: float) -> "Worker":
+    def fork_child(self, *, deadline: float) -> "ForkedChild":
         """A child of the fork server, ready to serve: the notebook's state right after its cells."""
         ours, theirs = socket.socketpair()
         try:
-            reply = self._ask_fork_server(b"fork", timeout, fds=[theirs.fileno()])
+            kind, _ = self.ask_fork_server("fork", deadline=deadline, fds=[theirs.fileno()])
         except BaseException:
             ours.close()
             raise
         finally:
             theirs.close()
-        if not isinstance(reply.get("pid"), int):
+        if kind != "pid":
             ours.close()
             self.kill("invalid")
             raise WorkerLost("El proceso que ejecuta tu código envió una respuesta inválida.")
-        child = Worker(self.zygote, self.pid, ours, self.output, max_bytes=self.max_bytes, template=self)
+        child = ForkedChild(self.zygote, self.pid, ours, self.output, max_bytes=self.max_bytes, template=self)
         try:
-            header = child.receive(time.monotonic() + timeout).header
+            header = child.receive(deadline).header
         except WorkerLost:
-            self.kill("invalid")  # a fork that does not come up: the template is no longer usable
+            self.kill("invalid")  # a fork that does not come up: the fork server is no longer usable
             raise
         if header.get("event") != "ready":
             child.kill("invalid")
             self.kill("invalid")
             raise WorkerLost("El proceso que ejecuta tu código envió una respuesta inválida.")
-        child.layers = header.get("layers", {}) if isinstance(header.get("layers"), dict) else {}
         return child
 
-    def _ask_fork_server(self, request: bytes, timeout: float, *, fds: list[int] = ()) -> dict:
-        """One request to the fork server and its JSON reply; one that fails or stalls kills the worker."""
+    def ask_fork_server(self, op: str, *, deadline: float, fds: list[int] = ()) -> tuple[str, int | None]:
+        """One request to the fork server and its reply as (kind, value): ("pid", P), ("running", None),
+        ("exit", E) or ("signal", S). Replies to earlier requests are skipped; a fork server that does not answer
+        by `deadline`, or answers anything else, is killed with its children."""
+        self._serial += 1
         try:
-            socket.send_fds(self.forks, [request], list(fds))
-            self.forks.settimeout(timeout)
-            reply = json.loads(self.forks.recv(4096))
-            if not isinstance(reply, dict):
-                raise ValueError("not an object")
-            return reply
+            self.forks.settimeout(max(0.001, deadline - time.monotonic()))
+            socket.send_fds(self.forks, [f"{op} {self._serial}".encode()], list(fds))
+            while True:
+                self.forks.settimeout(max(0.001, deadline - time.monotonic()))
+                reply = _FORK_REPLY.fullmatch(self.forks.recv(64))
+                if reply is None or (reply["kind"] in (b"pid", b"exit", b"signal")) != (reply["value"] is not None):
+                    raise ValueError("not a reply of the fork server")
+                if int(reply["serial"]) == self._serial:
+                    break
         except (OSError, ValueError):
             self.kill("invalid")
             raise WorkerLost("El proceso que ejecuta tu código dejó de responder al corrector.") from None
+        if reply["kind"] == b"error":
+            self.kill("invalid")
+            raise WorkerLost("El proceso que ejecuta tu código dejó de responder al corrector.")
+        return reply["kind"].decode(), None if reply["value"] is None else int(reply["value"])
+
+
+#: A line of the fork server (worker.main.serve_forks), in full: the request's number, then what it says.
+_FORK_REPLY = re.compile(rb"(?P<serial>\d{1,12}) (?P<kind>pid|running|exit|signal|error)(?: (?P<value>\d{1,10}))?")
+
+
+@dataclass
+class ForkedChild(Worker):
+    """A child of a worker's fork server (`Worker.fork_child`): it serves the checks from the notebook's state
+    after its cells, and writes to its template's output."""
+
+    template: Worker | None = None
+
+    def _status(self) -> dict:
+        """How the child ended, in its fork server's words: only this submission can have made them untrue."""
+        if self.template.dead:
+            return {}
+        try:
+            kind, value = self.template.ask_fork_server("status", deadline=time.monotonic() + 1.0)
+        except WorkerLost:
+            return {}
+        return {"running": True} if kind == "running" else {kind: value}
+
+    def kill(self, end: str = "closed") -> None:
+        """Have the zygote SIGKILL every process below the template, sparing the template: this child and what
+        it started (and what the cells left running). Where some survive, the template goes too."""
+        if self.dead:
+            return
+        self.end = end
+        self.sock.close()
+        if self.template.dead:
+            return
+        pruned = self.zygote.prune(self.pid)
+        if pruned.get("left", 0) or "error" in pruned:
+            self.template.kill("invalid")

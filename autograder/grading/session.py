@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from .. import wire
 from ..errors import WorkerLost, WorkerTimeout
 from .options import CELL_BUDGET_FACTOR, CELL_BUDGET_FLOOR, Limits
-from .sandbox import SandboxError, Worker, ZygoteHandle
+from .sandbox import ForkedChild, SandboxError, Worker, ZygoteHandle
 
 HANDSHAKE_SECONDS = 30.0
 #: How long the fork server may take to answer (a fork of a process holding torch and the notebook's data).
@@ -136,7 +136,7 @@ class SubmissionSession:
     def _start_worker(self) -> Worker:
         self.zygote.ensure_alive()
         self.generation += 1
-        self._worker = self.zygote.spawn()
+        self._worker = self.zygote.spawn(fork_server=self.snapshots)
         self._worker.handshake(HANDSHAKE_SECONDS)
         self.layers = {**self._worker.layers, "subreaper": bool(self.zygote.info.get("subreaper")),
                        "cpu": self.zygote.cpu}
@@ -145,7 +145,7 @@ class SubmissionSession:
     def _snapshot(self, worker: Worker) -> Worker:
         """The worker whose cells just ran becomes the fork server; its first child serves the checks."""
         try:
-            worker.start_fork_server(min(self.deadline, time.monotonic() + FORK_SECONDS))
+            worker.start_fork_server(deadline=min(self.deadline, time.monotonic() + FORK_SECONDS))
             self._template, self._worker = worker, None
             return self._fork_child()
         except WorkerLost:
@@ -153,9 +153,10 @@ class SubmissionSession:
             raise
 
     def _fork_child(self) -> Worker:
+        """A new child of the fork server serves the checks; a fork server that fails is not used again."""
         self.generation += 1
         try:
-            self._worker = self._template.fork_child(FORK_SECONDS)
+            self._worker = self._template.fork_child(deadline=min(self.deadline, time.monotonic() + FORK_SECONDS))
         except WorkerLost:
             self.snapshots = False
             self._retire_template()
@@ -163,8 +164,8 @@ class SubmissionSession:
         return self._worker
 
     def _execute(self, worker: Worker) -> None:
-        """Run the cells, each under its own time limit (the wait for the next cell to start counts towards that
-        cell's, so nothing between cells can stall either)."""
+        """Run the cells, each under its own time limit; the wait for a cell to start gets that cell's limit too,
+        so nothing between cells can stall either."""
         cells = [c for c in self.cells if c.index not in self.skipped]
         worker.send({"op": "exec", "cells": [{"index": c.index, "source": c.source,
                                               "watchdog": self._watchdog(c)} for c in cells]},
@@ -185,7 +186,7 @@ class SubmissionSession:
                     status = "timeout" if worker.end == "timeout" else "crashed"
                     message = exc.render(reveal=True)
                     if status == "timeout" and limit < self.deadline:
-                        message += " " + limit_note(latest, self._limit(latest))
+                        message += " " + limit_note(latest, limit=allowed)
                     # Replaces any record of this cell: its reported "end" may have been forged. The full
                     # message (exit cause included) is safe: cells run before any check, so nothing hidden leaks.
                     self.records[latest.index] = CellRecord(
@@ -230,14 +231,16 @@ class SubmissionSession:
 
     def _retire(self) -> None:
         """Kill the process serving the checks; a worker's output is complete then, a child's goes on in its
-        template's (unless the template is gone too)."""
+        template's. A template killed on the way (it did not answer, or something it spared survived a child's
+        kill) is not used again: restarts re-run the cells from then on."""
         worker, self._worker = self._worker, None
         if worker is None:
             return
         worker.kill()
-        if worker.template is None:
+        if not isinstance(worker, ForkedChild):
             self._keep_output(worker)
         elif worker.template.dead:
+            self.snapshots = False
             self._retire_template()
 
     def _retire_template(self) -> None:
@@ -252,11 +255,13 @@ class SubmissionSession:
         self.output_dropped += dropped
 
     def close(self) -> None:
-        self._retire()
-        self._retire_template()
+        try:
+            self._retire()
+        finally:
+            self._retire_template()
 
 
-def limit_note(cell: Cell, limit: float) -> str:
+def limit_note(cell: Cell, *, limit: float) -> str:
     """What the student reads about a cell stopped at its limit."""
     if cell.limit is None or cell.limit > limit:
         return f"Cada celda tiene hasta {limit:g} s."

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from .. import __version__
+from .budgets import manifest_path
 
 GRADEBOOK = "gradebook.csv"
 
@@ -56,8 +57,10 @@ def grading_digest(files: list[Path], *, public_only: bool) -> str:
 
 
 def assignment_digest(assignment, *, public_only: bool) -> str:
-    """`grading_digest` of an assignment: its check files and its release notebook."""
-    return grading_digest([*assignment.check_files(), assignment.release_notebook], public_only=public_only)
+    """`grading_digest` of an assignment: its check files, its release notebook and its cells' time limits."""
+    budgets = [path for path in [manifest_path(assignment)] if path.is_file()]
+    return grading_digest([*assignment.check_files(), assignment.release_notebook, *budgets],
+                          public_only=public_only)
 
 
 def fingerprint(path: Path | None, problem: str | None, *, grading: str) -> str:

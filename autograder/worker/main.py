@@ -12,7 +12,6 @@ import builtins
 import contextlib
 import faulthandler
 import io
-import json
 import linecache
 import os
 import socket
@@ -166,12 +165,14 @@ def serve_forks(forks: socket.socket) -> socket.socket:
     another, instead of starting a worker that runs the cells again. Returns only in a child, with its socket;
     this process exits when the grader closes `forks`.
 
-    This process is PID 1 of the worker's PID namespace (the grader asks for children only there), so every
-    process a child leaves behind is re-parented here and reaped as it ends."""
-    child, ended = None, {}
+    Requests are "fork N" and "status N"; each reply is one line starting with the same N: "N pid P",
+    "N running", "N exit E", "N signal S" or "N error". This process is PID 1 of the worker's PID namespace (the
+    grader asks for children only there), so every process a child leaves behind is re-parented here and reaped
+    as it ends."""
+    child, ended = None, "running"
     while True:
         try:
-            data, fds, _flags, _addr = socket.recv_fds(forks, 4096, 1)
+            data, fds, _flags, _addr = socket.recv_fds(forks, 64, 1)
         except OSError:
             os._exit(0)
         if not data:
@@ -184,23 +185,23 @@ def serve_forks(forks: socket.socket) -> socket.socket:
             if pid == 0:
                 break
             if pid == child:
-                ended = ({"signal": os.WTERMSIG(status)} if os.WIFSIGNALED(status)
-                         else {"exit": os.WEXITSTATUS(status)})
-        op = data.decode("utf-8", "replace")
+                ended = (f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
+                         else f"exit {os.WEXITSTATUS(status)}")
+        op, _, serial = data.decode("ascii", "replace").partition(" ")
         if op == "fork" and len(fds) == 1:
-            child, ended = os.fork(), {}
+            child, ended = os.fork(), "running"
             if child == 0:
                 forks.close()
                 limits.die_with_parent()
                 return socket.socket(fileno=fds[0])
-            reply = {"pid": child}
+            reply = f"pid {child}"
         elif op == "status":
-            reply = ended or {"running": True}
+            reply = ended
         else:
-            reply = {"error": f"unknown request {op[:40]!r}"}
+            reply = "error"
         for fd in fds:
             os.close(fd)
-        forks.send(json.dumps(reply).encode())
+        forks.send(f"{serial[:12]} {reply}".encode("ascii"))
 
 
 def confine(spec: dict, *, rpc_fd: int, out_fd: int, fork_fd: int | None = None) -> dict:
@@ -233,7 +234,7 @@ def confine(spec: dict, *, rpc_fd: int, out_fd: int, fork_fd: int | None = None)
 def run_worker(spec: dict, *, rpc_fd: int, out_fd: int, fork_fd: int | None = None) -> None:
     """Entry point in the forked child; never returns. `fork_fd`: the socket of `serve_forks`, kept only where
     the worker is PID 1 of its own PID namespace."""
-    fork_fd = fork_fd if spec.get("pid_namespace") else None
+    fork_fd = fork_fd if spec.get("pid_namespace") else None  # never a fork server outside its own namespace
     try:
         try:
             layers = confine(spec, rpc_fd=rpc_fd, out_fd=out_fd, fork_fd=fork_fd)

@@ -30,9 +30,9 @@ from . import limits, namespaces
 MAX_REQUEST = 65536
 
 
-def descendants(root: int) -> list[int]:
-    """Pids of every live descendant of `root`, from /proc."""
-    children = process_tree()
+def descendants(root: int, children: dict[int, list[int]] | None = None) -> list[int]:
+    """Pids of every descendant of `root`, in `children` (default: `process_tree()` now)."""
+    children = process_tree() if children is None else children
     found, frontier = [], [root]
     while frontier:
         pid = frontier.pop()
@@ -43,7 +43,8 @@ def descendants(root: int) -> list[int]:
 
 
 def process_tree() -> dict[int, list[int]]:
-    """Parent pid -> the pids of its live children (zombies left out), from /proc."""
+    """Parent pid -> the pids of its children, from /proc. Zombies are kept: a process whose main thread
+    ended shows as one while its other threads run on (see `is_alive`), and it may have children."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -54,9 +55,26 @@ def process_tree() -> dict[int, list[int]]:
         except OSError:
             continue
         fields = stat[stat.rfind(b")") + 2:].split()
-        if fields[0] not in (b"Z", b"X"):  # a zombie is already dead; its parent reaps it
-            children.setdefault(int(fields[1]), []).append(int(entry))
+        children.setdefault(int(fields[1]), []).append(int(entry))
     return children
+
+
+def is_alive(pid: int) -> bool:
+    """Whether some thread of the process still runs. A zombie waiting for its parent is dead; a process whose
+    main thread exited (`syscall(SYS_exit)`) while other threads run is listed as a zombie but is not."""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return False
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        if stat[stat.rfind(b")") + 2:].split()[0] not in (b"Z", b"X"):
+            return True
+    return False
 
 
 class Zygote:
@@ -83,14 +101,15 @@ class Zygote:
                 self.statuses[pid] = {"exit": os.WEXITSTATUS(status)}
 
     def fork(self, spec: dict, fds: list[int]) -> dict:
-        rpc_fd, out_fd, fork_fd = fds
+        rpc_fd, out_fd, *rest = fds
+        fork_fd = rest[0] if rest else None  # the fork server's socket (worker.main.serve_forks), when wanted
         scratch = self.make_scratch(spec.get("uid"))
         spec = {**spec, "cwd": scratch,
                 "env": {**spec["env"], "HOME": scratch, "TMPDIR": scratch, "MPLCONFIGDIR": scratch}}
         pid = os.fork()
         if pid == 0:
             self.control.close()
-            pid_namespace = namespaces.isolate_pids((rpc_fd, out_fd, fork_fd)) if self.isolate_pids else None
+            pid_namespace = namespaces.isolate_pids(tuple(fds)) if self.isolate_pids else None
             from .main import run_worker
 
             run_worker({**spec, "pid_namespace": pid_namespace}, rpc_fd=rpc_fd, out_fd=out_fd, fork_fd=fork_fd)
@@ -113,7 +132,7 @@ class Zygote:
         killed = 0
         for _ in range(200):
             self.collect()
-            pids = descendants(os.getpid())
+            pids = [pid for pid in descendants(os.getpid()) if is_alive(pid)]
             if not pids:
                 break
             for pid in pids:
@@ -124,7 +143,7 @@ class Zygote:
                     pass
             time.sleep(0.005)
         self.collect()
-        left = len(descendants(os.getpid()))
+        left = sum(is_alive(pid) for pid in descendants(os.getpid()))
         if not left:
             for path in self.scratch:
                 shutil.rmtree(path, ignore_errors=True)
@@ -136,13 +155,17 @@ class Zygote:
         """Kill every process below a worker (a child of its fork server and whatever that started), sparing the
         worker itself. `holder` is the process this zygote forked; the worker is its child, PID 1 of the
         worker's PID namespace, so everything a child leaves behind is below it."""
-        killed = 0
+        self.collect()
+        if holder not in process_tree().get(os.getpid(), []):
+            return {"error": f"{holder} is not a worker of this zygote"}
+        killed, pids = 0, []
         for _ in range(200):
             self.collect()
-            spared = set(process_tree().get(holder, []))
-            pids = [pid for pid in descendants(holder) if pid not in spared]
+            tree = process_tree()
+            spared = set(tree.get(holder, []))
+            pids = [pid for pid in descendants(holder, tree) if pid not in spared and is_alive(pid)]
             if not pids:
-                return {"killed": killed, "left": 0}
+                break
             for pid in pids:
                 try:
                     os.kill(pid, signal.SIGKILL)
