@@ -11,6 +11,7 @@ from autograder.grading.budgets import CellBudgets, cell_key, load_budgets, shar
 from autograder.grading.calibrate import calibrate
 from autograder.grading.discover import discover
 from autograder.grading.options import GradeOptions, Limits
+from autograder.grading.store import assignment_digest
 from autograder.remote import SECONDS_AFTER_TIMEOUT
 from conftest import REPO, build, checks_of, copy_course, grade, run_cli, with_cells, write
 
@@ -73,6 +74,7 @@ def test_calibrate_grades_every_run_not_one_for_all(course_with_a_demo):
     options = GradeOptions(limits=Limits(), seed=1, cell_budgets=False).to_dict()
     report = calibrate(course=course_with_a_demo, assignment=target.id, notebook=notebook, runs=2, options=options)
     assert report.cells and all(len(report.cell_seconds[cell.index]) == 2 for cell in report.cells)
+    assert any(len(set(report.cell_seconds[cell.index])) == 2 for cell in report.cells)  # not one copied result
 
 
 @pytest.mark.slow
@@ -118,3 +120,19 @@ def test_a_demonstration_hung_by_the_students_function_stops_at_its_own_limit(co
     off = json.loads((tmp_path / "off" / "hung_demo.json").read_text())
     demo = next(c for c in off["extra_data"]["cells"] if c["preview"] == DEMO_CELL)
     assert demo["status"] == "timeout" and demo["limit"] == 8.0 and demo["seconds"] >= 7.5
+
+
+@pytest.mark.slow
+def test_a_new_calibration_changes_what_resumed_batches_compare(course_with_a_demo):
+    """Is the manifest part of the assignment's digest, so results graded under other cell limits are graded
+    again when a batch resumes?"""
+    target = course_with_a_demo.assignment("demo")
+    manifest = course_with_a_demo.checks_dir("demo") / "cell_seconds.json"
+    before, text = assignment_digest(target, public_only=False), manifest.read_text()
+    try:
+        manifest.write_text(text.replace('"seconds": ', '"seconds": 1', 1))
+        assert assignment_digest(target, public_only=False) != before
+    finally:
+        manifest.write_text(text)
+    assert assignment_digest(target, public_only=False) == before
+

@@ -430,6 +430,17 @@ def test_the_bundle_is_a_zip_gradescope_accepts(gradescope):
     assert "torch>=2.2" in requirements and not any("==" in r for r in requirements)
 
 
+def test_the_bundle_keeps_the_choice_of_cell_limits():
+    """Does `autograder gradescope --no-cell-budgets` reach the bundle's settings (the demonstrations then get the
+    whole cell limit there too)?"""
+    from autograder.course import Course
+    from autograder.gradescope.bundle import GradescopeSettings, bundle_files
+
+    assignment = Course(REPO).assignment(ASSIGNMENT)
+    files = bundle_files(assignment, GradescopeSettings(limits={"memory_mb": 1024}, cell_budgets=False))
+    assert json.loads(files["gradescope.json"])["cell_budgets"] is False
+
+
 def test_the_bundle_is_written_byte_for_byte_the_same(tmp_path):
     """Does writing the zip twice give the same bytes (so a course can compare or commit it)?"""
     from autograder.course import Course

@@ -179,24 +179,34 @@ ZOMBIE_LEADER = (
     "    if os.fork() == 0:\n"
     "        os.setsid()\n"
     "        threading.Thread(target=time.sleep, args=(60,)).start()\n"
-    "        ctypes.CDLL(None).syscall(60, 0)  # SYS_exit: only the main thread ends; /proc says zombie\n"
-    "    time.sleep(0.2)\n")
+    "        ctypes.CDLL(None).pthread_exit(None)  # only the main thread ends; /proc says zombie\n"
+    "    time.sleep(0.2)\n"
+    "def die():\n"
+    "    os._exit(0)\n"
+    "def ok():\n"
+    "    return 7\n")
 
 
-@pytest.mark.parametrize("mode", ["auto", "off"])
+@pytest.mark.parametrize("mode", ["fork-server", "sandbox-off"])
 def test_a_process_whose_main_thread_exited_is_still_killed(zygote, mode):
-    """A daemon that ends its main thread while another runs is listed as a zombie in /proc: is it still killed
-    when the submission ends, with a PID namespace (auto) and without one (the zygote's own reaping, as in plain
-    Docker or on Gradescope)?"""
+    """A daemon that ends its main thread while another runs is listed as a zombie in /proc: is it still killed,
+    by the zygote's `prune` when the child that started it dies (the fork server surviving), and by its `reap`
+    without a PID namespace (as in plain Docker or on Gradescope)?"""
     from autograder.worker.zygote import descendants, is_alive
 
-    handle = zygote if mode == "auto" else make_zygote(plan("off", hidden=[], tmp_bytes=2**27, cuda=False))
-    session, student = session_for(handle, ZOMBIE_LEADER, snapshots=mode == "auto")
+    snapshots = mode == "fork-server"
+    handle = zygote if snapshots else make_zygote(plan("off", hidden=[], tmp_bytes=2**27, cuda=False))
+    session, student = session_for(handle, ZOMBIE_LEADER, snapshots=snapshots)
     try:
         student.spawn()
         leaders = [pid for pid in descendants(zygote_pid(handle)) if is_alive(pid)
                    and Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z"]
         assert leaders, "the daemon should be alive with a zombie main thread"
+        if snapshots:
+            with pytest.raises(WorkerLost):
+                student.die()
+            assert not [pid for pid in leaders if is_alive(pid)]
+            assert student.ok() == 7 and session.snapshots  # a fork of the surviving fork server answered
     finally:
         session.close()
         if handle is not zygote:

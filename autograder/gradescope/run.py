@@ -172,12 +172,12 @@ def sweep(*, rounds: int = 100) -> int:
     kills each worker's descendants; this also covers a slot or zygote that died, in a container where
     PID namespaces are not allowed. Only descendants: nothing else on the machine is touched.
     """
-    from ..worker.zygote import descendants
+    from ..worker.zygote import descendants, is_alive
 
     pids: list[int] = []
     for _ in range(rounds):
         _reap()
-        pids = descendants(os.getpid())
+        pids = [pid for pid in descendants(os.getpid()) if is_alive(pid)]
         if not pids:
             return 0
         for pid in pids:
@@ -187,7 +187,7 @@ def sweep(*, rounds: int = 100) -> int:
                 pass
         time.sleep(0.02)
     _reap()
-    return len(descendants(os.getpid()))
+    return sum(is_alive(pid) for pid in descendants(os.getpid()))
 
 
 def _reap() -> None:

@@ -18,12 +18,24 @@ from .budgets import CellBudgets, load_budgets
 from .checks import CheckSuite
 from .discover import Submission
 from .intake import InvalidSubmission, AutogradedCells, code_cells, read_notebook
+from .memory import memory_ceiling
 from .results import STATUS_ERROR, STATUS_GRADED, STATUS_INVALID, SubmissionResult
 from .options import GradeOptions
 from .doctor import plan_for, secrets_of, verify
 from .sandbox import SandboxError, ZygoteHandle, cpu_for, pin_to_cpu, worker_uid_for
 from .scoring import score_checks
 from .session import SubmissionSession
+
+#: Below this ceiling (memory.py) a restart re-runs the cells instead of forking the worker after them.
+SNAPSHOT_MIN_MEMORY = 2 * 2**30
+
+
+def snapshots_allowed(*, pid_namespace: bool, cuda: bool, ceiling: int | None) -> bool:
+    """Whether a restart may fork the worker after its cells: only where the worker is PID 1 of its own PID
+    namespace (everything a child leaves behind stays below the fork server), a fork has no GPU to share, and
+    memory has room for the template beside its fork."""
+    return pid_namespace and not cuda and (ceiling is None or ceiling >= SNAPSHOT_MIN_MEMORY)
+
 
 GRADER_ERROR = (
     "No se pudo corregir tu entrega por un error del corrector (no es culpa de tu código). "
@@ -65,9 +77,8 @@ class Grader:
         except BaseException:
             self.zygote.close()
             raise
-        # A restart forks the worker after its cells only where the worker is PID 1 of its own PID namespace
-        # (everything a child leaves behind stays below the fork server) and a fork has no GPU to share.
-        self.snapshots = bool(self.isolation.layers.get("pid_namespace")) and not cuda
+        self.snapshots = snapshots_allowed(pid_namespace=bool(self.isolation.layers.get("pid_namespace")),
+                                           cuda=cuda, ceiling=memory_ceiling())
 
     def close(self) -> None:
         self.zygote.close()

@@ -229,7 +229,7 @@ class ZygoteHandle:
     def prune(self, pid: int) -> dict:
         """Kill everything below the worker the zygote forked as `pid`, sparing the worker (its fork server)."""
         if not self.alive:
-            return {"killed": 0, "left": 0}
+            return {"error": "the zygote is gone"}
         return self._request({"op": "prune", "pid": pid})
 
     def close(self) -> None:
@@ -410,6 +410,8 @@ class Worker:
         """One request to the fork server and its reply as (kind, value): ("pid", P), ("running", None),
         ("exit", E) or ("signal", S). Replies to earlier requests are skipped; a fork server that does not answer
         by `deadline`, or answers anything else, is killed with its children."""
+        if self.forks is None:
+            raise WorkerLost("El proceso que ejecuta tu código dejó de responder al corrector.")
         self._serial += 1
         try:
             self.forks.settimeout(max(0.001, deadline - time.monotonic()))
@@ -439,7 +441,7 @@ class ForkedChild(Worker):
     """A child of a worker's fork server (`Worker.fork_child`): it serves the checks from the notebook's state
     after its cells, and writes to its template's output."""
 
-    template: Worker | None = None
+    template: Worker = field(kw_only=True)
 
     def _status(self) -> dict:
         """How the child ended, in its fork server's words: only this submission can have made them untrue."""

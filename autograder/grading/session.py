@@ -185,7 +185,7 @@ class SubmissionSession:
                     self.skipped.add(latest.index)
                     status = "timeout" if worker.end == "timeout" else "crashed"
                     message = exc.render(reveal=True)
-                    if status == "timeout" and limit < self.deadline:
+                    if status == "timeout" and limit < self.deadline and current is not None:
                         message += " " + limit_note(latest, limit=allowed)
                     # Replaces any record of this cell: its reported "end" may have been forged. The full
                     # message (exit cause included) is safe: cells run before any check, so nothing hidden leaks.
@@ -236,18 +236,22 @@ class SubmissionSession:
         worker, self._worker = self._worker, None
         if worker is None:
             return
-        worker.kill()
-        if not isinstance(worker, ForkedChild):
-            self._keep_output(worker)
-        elif worker.template.dead:
-            self.snapshots = False
-            self._retire_template()
+        try:
+            worker.kill()
+        finally:
+            if not isinstance(worker, ForkedChild):
+                self._keep_output(worker)
+            elif worker.template.dead:
+                self.snapshots = False
+                self._retire_template()
 
     def _retire_template(self) -> None:
         template, self._template = self._template, None
         if template is not None:
-            template.kill()
-            self._keep_output(template)
+            try:
+                template.kill()
+            finally:
+                self._keep_output(template)
 
     def _keep_output(self, worker: Worker) -> None:
         text, dropped = worker.output.close()

@@ -158,12 +158,9 @@ class Zygote:
         self.collect()
         if holder not in process_tree().get(os.getpid(), []):
             return {"error": f"{holder} is not a worker of this zygote"}
-        killed, pids = 0, []
+        killed = 0
         for _ in range(200):
-            self.collect()
-            tree = process_tree()
-            spared = set(tree.get(holder, []))
-            pids = [pid for pid in descendants(holder, tree) if pid not in spared and is_alive(pid)]
+            pids = self.below(holder)
             if not pids:
                 break
             for pid in pids:
@@ -173,7 +170,14 @@ class Zygote:
                 except ProcessLookupError:
                     pass
             time.sleep(0.005)
-        return {"killed": killed, "left": len(pids)}
+        return {"killed": killed, "left": len(self.below(holder))}
+
+    def below(self, holder: int) -> list[int]:
+        """The live processes below the worker that `holder` holds, the worker left out."""
+        self.collect()
+        tree = process_tree()
+        spared = set(tree.get(holder, []))
+        return [pid for pid in descendants(holder, tree) if pid not in spared and is_alive(pid)]
 
     def wipe_shared_tmp(self) -> None:
         """Nothing a worker leaves in /tmp or /dev/shm reaches the next worker (of this or another submission).
