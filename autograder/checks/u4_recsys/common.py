@@ -21,7 +21,8 @@ from torch import nn
 
 from autograder.checklib import describe, expect_close, expect_number, expect_tensor, randn
 from autograder.checklib.ratings import (
-    Implicit, Ratings, implicit_leave_one_out, popularity_scores, rating_matrix, split_data_ml100k, synthetic_ratings,
+    ML100K_ITEMS, ML100K_USERS, Implicit, Ratings, implicit_leave_one_out, popularity_scores, rating_matrix,
+    split_data_ml100k, synthetic_ratings,
 )
 from autograder.errors import BUILTIN_EXCEPTIONS, CheckFailure, StudentError
 from autograder.remote import RemoteRef, drive, unwatched
@@ -352,9 +353,9 @@ def train_mf(student, rng: torch.Generator, device: str) -> tuple[list[float], f
     after each of the last `MF_CHECKPOINTS` epochs the weights come back and the reference measures them here on
     the held-out ratings. Returns those RMSEs and the held-out noise level; the trained module must also compute
     what the reference computes with its weights."""
+    U, I = ML100K_USERS, ML100K_ITEMS
+    model, _ = build_mf(student, MF_FACTORS, U, I, device, double=False)  # before the data: a stub fails at once
     train, test = rating_data(rng)
-    U, I = train.num_users, train.num_items
-    model, _ = build_mf(student, MF_FACTORS, U, I, device, double=False)
     seed = int(torch.randint(0, 2**31, (1,), generator=rng))
     with training_with("`MF`"):
         trainer = drive(student, "make_rating_trainer", model, train.user, train.item, train.rating,
@@ -583,10 +584,10 @@ def train_autorec(student, rng: torch.Generator, device: str) -> list[float]:
     """The student's `AutoRec(100, 943)` (item-based: a row per item) trained by the engine (`AUTOREC_TRAINING`),
     epoch by epoch; after each of the last `AUTOREC_CHECKPOINTS` epochs the weights come back and the reference
     measures them on the held-out ratings. The trained module must also compute what the reference computes."""
+    U = ML100K_USERS
+    model, _ = build_autorec(student, AUTOREC_HIDDEN, U, device, dropout=0.05, double=False)  # before the data
     train, test = rating_data(rng)
     rows = rating_matrix(train)[0].T.contiguous()                                        # (I, U)
-    U = train.num_users
-    model, _ = build_autorec(student, AUTOREC_HIDDEN, U, device, dropout=0.05, double=False)
     seed = int(torch.randint(0, 2**31, (1,), generator=rng))
     with training_with("`AutoRec`"):
         trainer = drive(student, "make_autorec_trainer", model, rows, label="make_autorec_trainer(AutoRec, ...)",
@@ -877,9 +878,9 @@ def train_neumf(student, rng: torch.Generator, device: str) -> tuple[list[tuple[
 
     Two watched steps come first, so the by-hand rules see `bpr_loss` at work in a training; the full training is
     unwatched (the recorder would make it slower), as in Unit 3."""
+    U, I = ML100K_USERS, ML100K_ITEMS
+    model, _, layers = build_neumf(student, NEUMF_FACTORS, U, I, NEUMF_HIDDENS, device, double=False)  # before the data
     data = implicit_data(rng)
-    U, I = data.num_users, data.num_items
-    model, _, layers = build_neumf(student, NEUMF_FACTORS, U, I, NEUMF_HIDDENS, device, double=False)
     shapes = neumf_shapes(NEUMF_FACTORS, U, I, NEUMF_HIDDENS, layers)
     seed = int(torch.randint(0, 2**31, (1,), generator=rng))
     trainer = make_bpr_trainer(student, model, data, NEUMF_TRAINING.settings(seed))

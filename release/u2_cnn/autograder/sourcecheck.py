@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import ast
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from .rules import FORBIDDEN, TAMPER, UNREADABLE, ByHand, Evidence
 
@@ -85,6 +86,15 @@ class _Unit:
     lines: tuple[str, ...]
     offset: int = 0  # line of the unit's first line in its cell, minus one
 
+    @cached_property
+    def nodes(self) -> tuple[ast.AST, ...]:
+        """Every node of the tree (`ast.walk` order), walked once for all the passes of a scan."""
+        return tuple(ast.walk(self.tree))
+
+    @cached_property
+    def has_global(self) -> bool:
+        return any(isinstance(node, ast.Global) for node in self.nodes)
+
     def where(self, node: ast.AST) -> str:
         line = getattr(node, "lineno", 1)
         code = self.lines[line - 1].strip() if 0 < line <= len(self.lines) else ""
@@ -132,7 +142,7 @@ def _parse(cells: list[tuple[str, str]]) -> list[_Unit]:
 def _magic_bodies(unit: _Unit) -> list[_Unit]:
     """The code of `%%time`/`%time`/`%%capture` inside a cell (IPython turns it into a string argument)."""
     bodies = []
-    for node in ast.walk(unit.tree):
+    for node in unit.nodes:
         if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
                 and node.func.attr in ("run_cell_magic", "run_line_magic") and node.args
                 and all(isinstance(a, ast.Constant) and isinstance(a.value, str) for a in node.args)):
@@ -193,10 +203,11 @@ class _Program:
                 serial += 1
                 for statement in _module_statements([top]):
                     self._bind(unit, statement, serial)
-            for node in ast.walk(unit.tree):
+            for node in unit.nodes:
                 if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
                     self.defined.add(node.name)
-                    self._bind_globals(unit, node, serial)
+                    if unit.has_global:
+                        self._bind_globals(unit, node, serial)
                 elif isinstance(node, ast.Import):
                     for alias in node.names:
                         root = alias.name.split(".")[0]
@@ -305,7 +316,7 @@ class _Program:
     def tamper(self) -> list[Evidence]:
         found = []
         for unit in self.units:
-            for node in ast.walk(unit.tree):
+            for node in unit.nodes:
                 what = self._tamper(node)
                 if what:
                     found.append(Evidence(TAMPER, unit.where(node), what))

@@ -45,7 +45,10 @@ class Ratings:
         return float(((self.expected - self.rating) ** 2).mean().sqrt())
 
 
-def synthetic_ratings(*, num_users: int = 943, num_items: int = 1682, num_ratings: int = 100_000,
+ML100K_USERS, ML100K_ITEMS = 943, 1682  # synthetic_ratings' defaults
+
+
+def synthetic_ratings(*, num_users: int = ML100K_USERS, num_items: int = ML100K_ITEMS, num_ratings: int = 100_000,
                       rank: int = 3, noise: float = 0.6, taste: float = 1.5,
                       seed: int = 0) -> Ratings:
     """Seeded ratings shaped like MovieLens 100K.
