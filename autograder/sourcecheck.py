@@ -93,6 +93,7 @@ class _Unit:
 
     @cached_property
     def has_global(self) -> bool:
+        """Whether any function of the unit declares `global` (only then can a function rebind a top-level name)."""
         return any(isinstance(node, ast.Global) for node in self.nodes)
 
     def where(self, node: ast.AST) -> str:

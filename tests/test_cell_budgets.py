@@ -7,7 +7,7 @@ import pytest
 
 from autograder.course import Course
 from autograder.grading.batch import grade_batch
-from autograder.grading.budgets import CellBudgets, cell_key, load_budgets, shared_cells
+from autograder.grading.budgets import CellBudgets, cell_key, load_budgets, manifest_path, shared_cells
 from autograder.grading.calibrate import calibrate
 from autograder.grading.discover import discover
 from autograder.grading.options import GradeOptions, Limits
@@ -127,7 +127,7 @@ def test_a_new_calibration_changes_what_resumed_batches_compare(course_with_a_de
     """Is the manifest part of the assignment's digest, so results graded under other cell limits are graded
     again when a batch resumes?"""
     target = course_with_a_demo.assignment("demo")
-    manifest = course_with_a_demo.checks_dir("demo") / "cell_seconds.json"
+    manifest = manifest_path(target)
     before, text = assignment_digest(target, public_only=False), manifest.read_text()
     try:
         manifest.write_text(text.replace('"seconds": ', '"seconds": 1', 1))
@@ -135,4 +135,3 @@ def test_a_new_calibration_changes_what_resumed_batches_compare(course_with_a_de
     finally:
         manifest.write_text(text)
     assert assignment_digest(target, public_only=False) == before
-

@@ -431,8 +431,8 @@ def test_the_bundle_is_a_zip_gradescope_accepts(gradescope):
 
 
 def test_the_bundle_keeps_the_choice_of_cell_limits():
-    """Does `autograder gradescope --no-cell-budgets` reach the bundle's settings (the demonstrations then get the
-    whole cell limit there too)?"""
+    """Do settings without cell budgets (what `autograder gradescope --no-cell-budgets` makes) reach the bundle's
+    gradescope.json (the demonstrations then get the whole cell limit there too)?"""
     from autograder.course import Course
     from autograder.gradescope.bundle import GradescopeSettings, bundle_files
 

@@ -233,6 +233,28 @@ def test_a_restart_forks_the_state_after_the_cells_instead_of_running_them_again
     assert "".join(session.output).count("celdas ejecutadas") == 1
 
 
+def test_a_child_whose_kill_fails_takes_the_fork_server_with_it(zygote, monkeypatch):
+    """When the zygote cannot prune below a dead child (its request fails), is the fork server retired with its
+    output kept, and does the next call get a fresh worker that re-runs the cells instead of a fork?"""
+    session, student = session_for(
+        zygote, "import os\nos.write(1, b'celdas ejecutadas\\n')\ncount = [0]",
+        "def bump():\n    count[0] += 1\n    return count[0]", "def die():\n    os._exit(3)", snapshots=True)
+
+    def failing_prune(holder: int) -> dict:
+        raise WorkerLost("the zygote did not answer")
+
+    try:
+        assert student.bump() == 1
+        monkeypatch.setattr(zygote, "prune", failing_prune)
+        with pytest.raises(WorkerLost):
+            student.die()
+        assert student.bump() == 1  # the dead child is retired on the way: its kill fails
+        assert not session.snapshots and session.restarts == 1
+    finally:
+        session.close()
+    assert "".join(session.output).count("celdas ejecutadas") == 2  # the template's output was kept
+
+
 def test_a_hung_child_dies_with_what_it_started_and_holds_no_descriptor_of_the_fork_server(zygote):
     """When a call hangs after starting a process, are both killed while the fork server survives, does the
     next child see only itself and the fork server in its PID namespace, and hold no file descriptor beyond

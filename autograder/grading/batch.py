@@ -173,7 +173,8 @@ class _Batch:
         # The worker must see neither the results nor any submission (its own comes over its pipe).
         hidden = [str(out_dir), *{str(s.path.parent) for s in submissions if s.path}]
         options = {**options, "hidden_paths": sorted({*options.get("hidden_paths", ()), *hidden})}
-        self.config = {"course": str(course.root), "assignment": assignment, "options": options}
+        self.config = {"course": str(course.root), "assignment": assignment, "options": options,
+                       "slots": workers}  # the slots share this machine's memory (grader.snapshots_allowed)
         self.isolation: dict = {}
         self.job_seconds = options["limits"]["submission_seconds"] + JOB_MARGIN_SECONDS
         self.rows: list[BatchRow] = []

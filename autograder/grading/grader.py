@@ -26,15 +26,17 @@ from .sandbox import SandboxError, ZygoteHandle, cpu_for, pin_to_cpu, worker_uid
 from .scoring import score_checks
 from .session import SubmissionSession
 
-#: Below this ceiling (memory.py) a restart re-runs the cells instead of forking the worker after them.
+#: Below this much memory per slot (memory.py) a restart re-runs the cells instead of forking the worker after them.
 SNAPSHOT_MIN_MEMORY = 2 * 2**30
 
 
-def snapshots_allowed(*, pid_namespace: bool, cuda: bool, ceiling: int | None) -> bool:
+def snapshots_allowed(*, pid_namespace: bool, cuda: bool, ceiling: int | None, slots: int = 1) -> bool:
     """Whether a restart may fork the worker after its cells: only where the worker is PID 1 of its own PID
     namespace (everything a child leaves behind stays below the fork server), a fork has no GPU to share, and
-    memory has room for the template beside its fork."""
-    return pid_namespace and not cuda and (ceiling is None or ceiling >= SNAPSHOT_MIN_MEMORY)
+    this slot's share of the memory (`slots` grade side by side) has room for the template beside its fork.
+    An unknown ceiling (no /proc/meminfo) counts as too small."""
+    return (pid_namespace and not cuda and ceiling is not None
+            and ceiling // max(1, slots) >= SNAPSHOT_MIN_MEMORY)
 
 
 GRADER_ERROR = (
@@ -44,7 +46,7 @@ GRADER_ERROR = (
 
 
 class Grader:
-    def __init__(self, assignment: Assignment, *, options: GradeOptions, slot: int = 0) -> None:
+    def __init__(self, assignment: Assignment, *, options: GradeOptions, slot: int = 0, slots: int = 1) -> None:
         import torch
 
         self.assignment = assignment
@@ -78,7 +80,7 @@ class Grader:
             self.zygote.close()
             raise
         self.snapshots = snapshots_allowed(pid_namespace=bool(self.isolation.layers.get("pid_namespace")),
-                                           cuda=cuda, ceiling=memory_ceiling())
+                                           cuda=cuda, ceiling=memory_ceiling(), slots=slots)
 
     def close(self) -> None:
         self.zygote.close()

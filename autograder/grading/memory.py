@@ -41,15 +41,18 @@ def _cgroup_limits(proc: Path, root: Path) -> list[int | None]:
     for line in lines:
         hierarchy, _, rest = line.partition(":")
         controllers, _, path = rest.partition(":")
-        if hierarchy == "0" and not controllers:
-            mount, name = root / "unified" if (root / "unified" / "cgroup.controllers").exists() else root, "memory.max"
-        elif "memory" in controllers.split(","):
+        if hierarchy == "0" and not controllers:  # v2 (a hybrid host mounts it at unified/)
+            hybrid = (root / "unified" / "cgroup.controllers").exists()
+            mount, name = (root / "unified" if hybrid else root), "memory.max"
+        elif "memory" in controllers.split(","):  # v1
             mount, name = root / "memory", "memory.limit_in_bytes"
         else:
             continue
         # Inside a container the mount's root is often the container's own cgroup, whatever the path says:
-        # read every level from the process's cgroup up to the mount's root.
-        node = mount / path.strip("/")
+        # read every level from the process's cgroup up to the mount's root. A path that climbs out of a
+        # cgroup namespace (`/../x`) names nothing under the mount: only its root is read then.
+        parts = path.strip("/")
+        node = mount if ".." in parts.split("/") else mount / parts
         while True:
             limits.append(_read_limit(node / name))
             if node == mount or mount not in node.parents:

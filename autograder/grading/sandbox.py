@@ -410,8 +410,8 @@ class Worker:
         """One request to the fork server and its reply as (kind, value): ("pid", P), ("running", None),
         ("exit", E) or ("signal", S). Replies to earlier requests are skipped; a fork server that does not answer
         by `deadline`, or answers anything else, is killed with its children."""
-        if self.forks is None:
-            raise WorkerLost("El proceso que ejecuta tu código dejó de responder al corrector.")
+        if self.forks is None:  # a grader bug (not spawned with fork_server=True), never the student's doing
+            raise RuntimeError("ask_fork_server on a worker spawned without a fork server")
         self._serial += 1
         try:
             self.forks.settimeout(max(0.001, deadline - time.monotonic()))
@@ -455,13 +455,18 @@ class ForkedChild(Worker):
 
     def kill(self, end: str = "closed") -> None:
         """Have the zygote SIGKILL every process below the template, sparing the template: this child and what
-        it started (and what the cells left running). Where some survive, the template goes too."""
+        it started (and what the cells left running). Where some survive, or the zygote fails, the template goes
+        too."""
         if self.dead:
             return
         self.end = end
         self.sock.close()
         if self.template.dead:
             return
-        pruned = self.zygote.prune(self.pid)
+        try:
+            pruned = self.zygote.prune(self.pid)
+        except BaseException:  # the zygote failed: nothing says what the child left below the template
+            self.template.kill("invalid")
+            raise
         if pruned.get("left", 0) or "error" in pruned:
             self.template.kill("invalid")

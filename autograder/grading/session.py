@@ -232,7 +232,7 @@ class SubmissionSession:
     def _retire(self) -> None:
         """Kill the process serving the checks; a worker's output is complete then, a child's goes on in its
         template's. A template killed on the way (it did not answer, or something it spared survived a child's
-        kill) is not used again: restarts re-run the cells from then on."""
+        kill, or the zygote failed to prune) is not used again: restarts re-run the cells from then on."""
         worker, self._worker = self._worker, None
         if worker is None:
             return

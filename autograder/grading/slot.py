@@ -38,7 +38,8 @@ def main() -> None:
     config = json.loads(jobs.readline())
     try:
         assignment = Course(Path(config["course"])).assignment(config["assignment"])
-        grader = Grader(assignment, options=GradeOptions.from_dict(config["options"]), slot=config["slot"])
+        grader = Grader(assignment, options=GradeOptions.from_dict(config["options"]), slot=config["slot"],
+                        slots=config.get("slots", 1))
     except IsolationError as exc:
         send({"event": "failed", "detail": str(exc)})
         raise SystemExit(1) from None

@@ -170,7 +170,7 @@ class Zygote:
                 except ProcessLookupError:
                     pass
             time.sleep(0.005)
-        return {"killed": killed, "left": len(self.below(holder))}
+        return {"killed": killed, "left": len(self.below(holder)) if pids else 0}
 
     def below(self, holder: int) -> list[int]:
         """The live processes below the worker that `holder` holds, the worker left out."""
