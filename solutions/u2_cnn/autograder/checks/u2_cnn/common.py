@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -221,6 +222,10 @@ LENET_SHAPES = [(6, 1, 5, 5), (6,), (16, 6, 5, 5), (16,), (120, 400), (120,), (8
 LENET_PARAMETERS = 61_706
 LENET_STEPS, LENET_CHUNK, LENET_BATCH, LENET_LR = 300, 50, 32, 5e-3
 LENET_TARGET = 0.8
+#: A LeNet of sigmoids may start slowly: one of the solution's trainings in 100 seeds reached 78 % after 300 steps
+#: (99.8 % after 300 more), so one below the target trains this many steps more and is measured again. A wrong
+#: architecture's weights, in d2l's LeNet, stay near chance however long they train (9-21 % after 600 steps).
+LENET_EXTRA_STEPS = 300
 
 
 def lenet_parameters(student, model: RemoteRef) -> dict[str, torch.Tensor]:
@@ -248,14 +253,32 @@ def xavier_state(rng: torch.Generator, names: list[str], device: str) -> dict[st
     return {k: v.to(device) for k, v in state.items()}
 
 
-def train_lenet(student, model: RemoteRef, rng: torch.Generator, device: str) -> None:
-    """Xavier init, then `LENET_STEPS` Adam steps on fresh glyphs, in chunks (each a bounded call)."""
+def lenet_accuracy(student, model: RemoteRef, rng: torch.Generator, device: str,
+                   measure: Callable[[torch.Tensor, torch.Tensor], float], *, what: str) -> None:
+    """Xavier init, `LENET_STEPS` Adam steps on fresh glyphs, then `measure(X_test, y_test)` on 1000 new ones;
+    below `LENET_TARGET`, `LENET_EXTRA_STEPS` more steps and a second measure, which must reach it."""
     names = list(lenet_parameters(student, model))
     load_state(student, model, xavier_state(rng, names, device), what="tu `LeNet`")
     X, y = glyphs(rng, 2000)
     trainer = drive(student, "make_trainer", model, X.to(device), y.to(device), "adam", LENET_LR,
                     label="preparar el entrenamiento de tu `LeNet`")
-    for _ in range(LENET_STEPS // LENET_CHUNK):
+    X_test, y_test = glyphs(rng, 1000)  # only the images travel; the labels stay here
+    _lenet_steps(student, trainer, rng, LENET_STEPS)
+    accuracy = measure(X_test, y_test)
+    if accuracy >= LENET_TARGET:
+        return
+    _lenet_steps(student, trainer, rng, LENET_EXTRA_STEPS)
+    accuracy = measure(X_test, y_test)
+    if not accuracy >= LENET_TARGET:
+        raise CheckFailure(
+            f"{what} acierta el {100 * accuracy:.0f} % de las imágenes nuevas tras {LENET_STEPS + LENET_EXTRA_STEPS} "
+            f"pasos de Adam; se esperaba al menos el {100 * LENET_TARGET:.0f} %. Revisa la arquitectura (sigmoides y "
+            "*pooling* promedio, como en d2l).")
+
+
+def _lenet_steps(student, trainer: RemoteRef, rng: torch.Generator, steps: int) -> None:
+    """`steps` training steps in chunks of `LENET_CHUNK` (each a bounded call), every loss finite."""
+    for _ in range(steps // LENET_CHUNK):
         seed = int(torch.randint(0, 2**31, (1,), generator=rng))
         losses = drive(student, "train_steps", trainer, LENET_CHUNK, LENET_BATCH, seed, label="entrenar tu `LeNet`")
         if not isinstance(losses, list) or len(losses) != LENET_CHUNK:
@@ -263,14 +286,6 @@ def train_lenet(student, model: RemoteRef, rng: torch.Generator, device: str) ->
         for loss in losses:
             if not math.isfinite(expect_number(loss, name="pérdida")):
                 raise CheckFailure("La pérdida del entrenamiento de tu `LeNet` se volvió NaN o infinita.")
-
-
-def expect_accuracy(accuracy: float, *, what: str) -> None:
-    if not accuracy >= LENET_TARGET:
-        raise CheckFailure(
-            f"{what} acierta el {100 * accuracy:.0f} % de las imágenes nuevas tras {LENET_STEPS} pasos de Adam; se "
-            f"esperaba al menos el {100 * LENET_TARGET:.0f} %. Revisa la arquitectura (sigmoides y *pooling* promedio, "
-            "como en d2l).")
 
 
 # --------------------------------------------------------------------------- fine-tuning
