@@ -31,6 +31,17 @@ def test_generated_ratings_are_reproducible_and_seeded():
     assert not (len(a) == len(c) and torch.equal(a.item, c.item))
 
 
+def test_a_kept_draw_comes_back_as_a_copy_the_caller_can_change():
+    """Repeated draws are kept (`_drawn`), yet each call gets its own tensors: changing one call's data in place
+    leaves the next call's as drawn."""
+    first = synthetic_ratings(seed=5)
+    first.rating.fill_(0.0)
+    first.user.zero_()
+    again = synthetic_ratings(seed=5)
+    assert again.rating.min() >= 1.0 and again.user.max() > 0
+    assert again.rating.data_ptr() != first.rating.data_ptr()
+
+
 def test_reader_and_splits_on_a_file_in_movielens_format(tmp_path):
     """Does `read_data_ml100k` read `u.data` (ids from 1, tab-separated) into 0-based ids, and do d2l's random and
     seq-aware splits partition it (the latter holding out each user's latest rating)?"""

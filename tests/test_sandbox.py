@@ -67,6 +67,20 @@ def test_cells_run_in_order_and_an_error_does_not_stop_later_cells(zygote):
         session.close()
 
 
+def test_workers_start_with_what_the_zygote_warmed(zygote):
+    """Does the zygote build pyplot's first figure and Unit 4's seed-0 ratings once, so that every worker forked
+    from it starts with them (the notebook's first draw is the kept one) and no figure is left open?"""
+    assert zygote.wait_ready()["warmed"] == ["pyplot", "synthetic_ratings"]
+    session, student = session_for(
+        zygote, "import matplotlib.pyplot as plt\nfrom autograder.checklib.ratings import _drawn",
+        "kept = _drawn.cache_info().currsize\nopen_figures = len(plt.get_fignums())")
+    try:
+        session.ensure_worker()
+        assert (student.kept, student.open_figures) == (1, 0)
+    finally:
+        session.close()
+
+
 def test_magics_and_shell_escapes_are_neutralised(zygote):
     """Do `%magic` and `!cmd` lines run nothing, leave a note, and keep `%%time` code running?"""
     notebook = {"cells": [

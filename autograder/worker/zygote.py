@@ -1,7 +1,8 @@
 """The zygote: a fork server that has paid for `import torch` once.
 
 Started by a grading slot with a clean environment (inside bubblewrap or `unshare`
-when the machine has them), it preloads the heavy libraries, marks itself a child
+when the machine has them), it preloads the heavy libraries, builds what every
+worker would build first (`warm.py`: pyplot's first figure, Unit 4's data), marks itself a child
 subreaper, then forks one worker per request, each with a private scratch folder
 and, with `--isolate-pids`, in a PID namespace of its own. Because it is a
 subreaper, anything a worker starts (double-forked daemons included) re-parents
@@ -25,7 +26,7 @@ import sys
 import tempfile
 import time
 
-from . import limits, namespaces
+from . import limits, namespaces, warm
 
 MAX_REQUEST = 65536
 
@@ -280,11 +281,13 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from . import main as _worker_main  # noqa: F401  (imported before forking)
 
+    warmed = warm.warm_up()
+
     if args.cpu is not None:
         os.sched_setaffinity(0, {args.cpu})
 
     control.send(json.dumps({"ready": True, "pid": os.getpid(), "subreaper": subreaper,
-                             "preloaded": loaded, "torch": torch.__version__,
+                             "preloaded": loaded, "warmed": warmed, "torch": torch.__version__,
                              "python": sys.version.split()[0], "masked": args.mask}).encode())
     Zygote(control, isolate_pids=args.isolate_pids, wipe_tmp=args.wipe_tmp).serve()
 
