@@ -1,0 +1,141 @@
+"""How much room Unit 4's training checks leave the solution, for the recipe in the checks or a shorter one.
+
+Each training check (MF, AutoRec, NeuMF) trains the student's module with the engine's own
+trainer (`autograder.drivers`) and compares what the reference measures on held-out data
+with a threshold. Every correct module computes the reference's function, and the trainer
+re-initialises every weight by name, so a reference module trained here follows the path a
+correct submission follows: its margin over the threshold, across seeds, is how close a
+correct class comes to a false failure (all of a batch's submissions share one seed).
+Before shortening a recipe to save grading time, run this over many seeds; the check's
+planted bugs (a popularity ranker, biases alone) sit at or past the threshold whatever the
+recipe. Prints, per recipe: the margin's minimum, median and maximum, and the mean seconds
+of training and of the reference's measurements. One thread, in this process. Usage:
+
+    .venv/bin/python bench/training_margins.py [--check neumf] [--seeds 20] [--first-seed 0]
+        [--batch-size 1024 --lr 0.01 --epochs 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from dataclasses import dataclass, replace
+
+import torch
+from torch import nn
+
+from autograder import drivers
+from autograder.checklib.ratings import ML100K_ITEMS, ML100K_USERS, rating_matrix
+from autograder.checks.u4_recsys import common as u4
+
+
+class AutoRecWithDropout(nn.Module):
+    """The solution's `AutoRec` as the check builds it (dropout 0.05 on the hidden layer)."""
+
+    def __init__(self, hidden: int, users: int, dropout: float) -> None:
+        super().__init__()
+        self.encoder, self.decoder = nn.Linear(users, hidden), nn.Linear(hidden, users)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:                                   # (B, U) -> (B, U)
+        output = self.decoder(self.dropout(torch.sigmoid(self.encoder(x))))
+        return output * torch.sign(x) if self.training else output
+
+
+@dataclass
+class Run:
+    margin: float  # how far inside the threshold the solution ended (negative: the check would fail it)
+    train_seconds: float
+    measure_seconds: float
+
+
+def weights(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {name: p.detach().double() for name, p in model.named_parameters()}
+
+
+def epochs(trainer, recipe: u4.Training, examples: int, checkpoints: int, measure) -> tuple[list, float, float]:
+    """Train `recipe.epochs` epochs; `measure()` after each of the last `checkpoints`. Returns the measurements and
+    the seconds spent training and measuring."""
+    steps = recipe.steps_per_epoch(examples)
+    found, train_seconds, measure_seconds = [], 0.0, 0.0
+    for epoch in range(1, recipe.epochs + 1):
+        started = time.perf_counter()
+        trainer.steps(steps)
+        train_seconds += time.perf_counter() - started
+        if epoch > recipe.epochs - checkpoints:
+            started = time.perf_counter()
+            found.append(measure())
+            measure_seconds += time.perf_counter() - started
+    return found, train_seconds, measure_seconds
+
+
+def mf(rng: torch.Generator, recipe: u4.Training) -> Run:
+    train, test = u4.rating_data(rng)
+    model = u4.ReferenceMF(u4.MF_FACTORS, ML100K_USERS, ML100K_ITEMS)
+    trainer = drivers.make_rating_trainer(model, train.user, train.item, train.rating,
+                                          **recipe.settings(int(torch.randint(0, 2**31, (1,), generator=rng))))
+    rmses, t, m = epochs(trainer, recipe, len(train), u4.MF_CHECKPOINTS, lambda: u4.mf_rmse(weights(model), test))
+    return Run(test.noise_rmse() + u4.MF_MARGIN - min(rmses), t, m)
+
+
+def autorec(rng: torch.Generator, recipe: u4.Training) -> Run:
+    train, test = u4.rating_data(rng)
+    rows = rating_matrix(train)[0].T.contiguous()                                        # (I, U)
+    model = AutoRecWithDropout(u4.AUTOREC_HIDDEN, ML100K_USERS, 0.05)
+    trainer = drivers.make_autorec_trainer(model, rows, **recipe.settings(int(torch.randint(0, 2**31, (1,),
+                                                                                            generator=rng))))
+    rmses, t, m = epochs(trainer, recipe, len(rows), u4.AUTOREC_CHECKPOINTS,
+                         lambda: u4.autorec_rmse(weights(model), rows, test))
+    return Run(u4.AUTOREC_TARGET - min(rmses), t, m)
+
+
+def neumf(rng: torch.Generator, recipe: u4.Training) -> Run:
+    """The smaller of the two margins (Hit@10 and AUC over the popularity baseline, each past its own)."""
+    data = u4.implicit_data(rng)
+    model = u4.ReferenceNeuMF(u4.NEUMF_FACTORS, ML100K_USERS, ML100K_ITEMS, u4.NEUMF_HIDDENS)
+    trainer = drivers.make_bpr_trainer(model, u4.reference_bpr, data.train_user, data.train_item, data.num_users,
+                                       data.num_items,
+                                       **recipe.settings(int(torch.randint(0, 2**31, (1,), generator=rng))))
+
+    def measure() -> tuple[float, float]:
+        scores = u4.neumf_logit_matrix(weights(model), model.layers, ML100K_USERS, ML100K_ITEMS)
+        return u4.reference_hit_and_auc(u4.ranking_scores(scores, data), data.test_item, u4.NEUMF_K)
+
+    results, t, m = epochs(trainer, recipe, len(data.train_user), u4.NEUMF_CHECKPOINTS, measure)
+    hit, auc = u4.popularity_baseline(data)
+    return Run(min(max(h for h, _ in results) - hit - u4.NEUMF_HIT_MARGIN,
+                   max(a for _, a in results) - auc - u4.NEUMF_AUC_MARGIN), t, m)
+
+
+CHECKS = {"mf": (mf, u4.MF_TRAINING), "autorec": (autorec, u4.AUTOREC_TRAINING),
+          "neumf": (neumf, u4.NEUMF_TRAINING)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", choices=sorted(CHECKS), action="append",
+                        help="which training (repeatable; default: all three)")
+    parser.add_argument("--seeds", type=int, default=20)
+    parser.add_argument("--first-seed", type=int, default=0)
+    for field in ("batch_size", "epochs"):
+        parser.add_argument(f"--{field.replace('_', '-')}", type=int, help="instead of the check's")
+    parser.add_argument("--lr", type=float, help="instead of the check's")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    overrides = {k: v for k, v in (("batch_size", args.batch_size), ("epochs", args.epochs), ("lr", args.lr))
+                 if v is not None}
+    for name in args.check or sorted(CHECKS):
+        train, recipe = CHECKS[name]
+        recipe = replace(recipe, **overrides)
+        runs = [train(torch.Generator().manual_seed(seed), recipe)
+                for seed in range(args.first_seed, args.first_seed + args.seeds)]
+        margins = sorted(r.margin for r in runs)
+        print(f"{name:8} batch {recipe.batch_size}, lr {recipe.lr}, {recipe.epochs} epochs, {args.seeds} seeds: "
+              f"margin min {margins[0]:+.3f}, median {statistics.median(margins):+.3f}, max {margins[-1]:+.3f}; "
+              f"training {statistics.mean(r.train_seconds for r in runs):.2f} s, measuring "
+              f"{statistics.mean(r.measure_seconds for r in runs):.2f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
