@@ -1,11 +1,13 @@
 """Unit 4's data: the generated ratings have MovieLens 100K's shape, d2l's reader and splits work on a file in
 MovieLens' format, and the implicit leave-one-out split holds out each user's latest interaction."""
 
+from dataclasses import fields
+
 import torch
 
 from autograder.checklib.ratings import (
     implicit_leave_one_out, popularity_scores, rating_matrix, read_data_ml100k, split_data_ml100k,
-    synthetic_ratings,
+    _drawn, synthetic_ratings,
 )
 
 
@@ -25,21 +27,28 @@ def test_generated_ratings_have_movielens_100k_shape():
 
 
 def test_generated_ratings_are_reproducible_and_seeded():
-    """Does the same seed give the same data and another seed other data?"""
-    a, b, c = synthetic_ratings(seed=1), synthetic_ratings(seed=1), synthetic_ratings(seed=2)
+    """Does the same seed give the same data, drawn afresh (not from the kept draws), and another seed other data?"""
+    _drawn.cache_clear()
+    a = synthetic_ratings(seed=1)
+    _drawn.cache_clear()
+    b, c = synthetic_ratings(seed=1), synthetic_ratings(seed=2)
     assert torch.equal(a.user, b.user) and torch.equal(a.rating, b.rating)
     assert not (len(a) == len(c) and torch.equal(a.item, c.item))
 
 
 def test_a_kept_draw_comes_back_as_a_copy_the_caller_can_change():
-    """Repeated draws are kept (`_drawn`), yet each call gets its own tensors: changing one call's data in place
-    leaves the next call's as drawn."""
+    """Repeated draws are kept (`_drawn`), yet each call gets its own tensors: changing every tensor of one call's
+    data in place leaves the next call's as drawn."""
+    _drawn.cache_clear()
     first = synthetic_ratings(seed=5)
-    first.rating.fill_(0.0)
-    first.user.zero_()
+    tensors = [f.name for f in fields(first) if isinstance(getattr(first, f.name), torch.Tensor)]
+    assert set(tensors) == {"user", "item", "rating", "timestamp", "expected"}
+    for name in tensors:
+        getattr(first, name).zero_()
     again = synthetic_ratings(seed=5)
-    assert again.rating.min() >= 1.0 and again.user.max() > 0
-    assert again.rating.data_ptr() != first.rating.data_ptr()
+    assert _drawn.cache_info().hits == 1
+    assert again.rating.min() >= 1.0 and again.expected.min() >= 1.0 and again.user.max() > 0
+    assert again.item.max() > 0 and again.timestamp.min() > 0
 
 
 def test_reader_and_splits_on_a_file_in_movielens_format(tmp_path):

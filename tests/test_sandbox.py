@@ -81,6 +81,18 @@ def test_workers_start_with_what_the_zygote_warmed(zygote):
         session.close()
 
 
+def test_a_warm_up_step_that_fails_is_skipped_not_fatal(monkeypatch):
+    """Does a warm-up step that raises (a broken font or library on the grading machine) leave the other steps
+    warmed and the zygote able to start, the step reported as not warmed?"""
+    from autograder.worker import warm
+
+    def broken() -> None:
+        raise RuntimeError("no fonts")
+
+    monkeypatch.setattr(warm, "_first_figure", broken)
+    assert warm.warm_up() == ["synthetic_ratings"]
+
+
 def test_magics_and_shell_escapes_are_neutralised(zygote):
     """Do `%magic` and `!cmd` lines run nothing, leave a note, and keep `%%time` code running?"""
     notebook = {"cells": [

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import torch
@@ -60,13 +60,13 @@ def synthetic_ratings(*, num_users: int = ML100K_USERS, num_items: int = ML100K_
     noise), 1, 5), popular items rated a little higher, as in the real data.
 
     Drawing a set costs about 0.15 s (`torch.multinomial` over every user and item), and the same sets come back
-    again and again: every notebook draws seed 0 (the grader's workers fork from a process that already drew it,
-    `autograder.worker.warm`), and a batch's checks draw the same seeds for every submission. So recent sets are
-    kept, and each call returns its own copy of the tensors.
+    again and again: every notebook draws seed 0 (the grader forks its workers from a process that already drew
+    it), and a batch's checks draw the same seeds for every submission. So recent sets are kept, and each call
+    returns its own copy of every tensor.
     """
     kept = _drawn(num_users, num_items, num_ratings, rank, noise, taste, seed)
-    return replace(kept, user=kept.user.clone(), item=kept.item.clone(), rating=kept.rating.clone(),
-                   timestamp=kept.timestamp.clone(), expected=kept.expected.clone())
+    return replace(kept, **{f.name: getattr(kept, f.name).clone() for f in fields(kept)
+                            if isinstance(getattr(kept, f.name), torch.Tensor)})
 
 
 @functools.lru_cache(maxsize=16)  # a set is about 3 MB; a submission's checks draw 6 per device
