@@ -7,8 +7,9 @@ re-initialises every weight by name, so a reference module trained here follows 
 correct submission follows: its margin over the threshold, across seeds, is how close a
 correct class comes to a false failure (all of a batch's submissions share one seed).
 Before shortening a recipe to save grading time, run this over many seeds, and grade the
-unit's planted bugs (`tests/test_u4_recsys.py`) with it: they must still fail. Prints, per recipe: the margin's minimum, median and maximum, and the mean seconds
-of training and of the reference's measurements. One thread, in this process. Usage:
+unit's planted bugs (`tests/test_u4_recsys.py`) with it: they must still fail. Prints, per
+recipe: the margin's minimum, median and maximum, and the mean seconds of training and of
+the reference's measurements. One thread, in this process. Usage:
 
     .venv/bin/python bench/training_margins.py [--check neumf] [--quick] [--seeds 20] [--first-seed 0]
         [--batch-size 1024 --lr 0.01 --epochs 5]
