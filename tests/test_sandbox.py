@@ -81,6 +81,21 @@ def test_workers_start_with_what_the_zygote_warmed(zygote):
         session.close()
 
 
+def test_plotting_cells_build_figures_without_drawing_them(zygote):
+    """Does a plotting cell still run (its figure is built, its axes can be read back) while `plt.show()`,
+    `plt.tight_layout()` and `fig.tight_layout()` skip the drawing, leaving the subplots where they were?"""
+    session, student = session_for(
+        zygote, "import matplotlib.pyplot as plt\nfig, (a, b) = plt.subplots(1, 2)\na.plot([1, 2], [3, 4])\n"
+                "a.set_title('t')\nbefore = tuple(a.get_position().bounds)\nfig.tight_layout()\nplt.tight_layout()\n"
+                "after = tuple(a.get_position().bounds)\nylim = tuple(a.get_ylim())\nplt.show()")
+    try:
+        session.ensure_worker()
+        assert session.records[1].status == "ok"
+        assert student.after == student.before and student.ylim[0] < 3 and student.ylim[1] > 4
+    finally:
+        session.close()
+
+
 def test_a_warm_up_step_that_fails_is_skipped_not_fatal(monkeypatch):
     """Does a warm-up step that raises (a broken font or library on the grading machine) leave the other steps
     warmed and the zygote able to start, the step reported as not warmed?"""

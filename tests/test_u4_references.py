@@ -1,13 +1,14 @@
-"""Unit 4's reference computations: shortcuts the checks take are exact, and a quick training recipe can only
-pass early, never fail in the full recipe's place."""
+"""Unit 4's reference computations: shortcuts the checks take are exact, a quick training recipe can only pass
+early, never fail in the full recipe's place, and a training stops early only once it has passed."""
 
 import pytest
 import torch
 
 from autograder.checks.u4_recsys.common import (
     AUTOREC_QUICK, AUTOREC_TRAINING, ReferenceNeuMF, Training, neumf_logit_matrix, quick_then_full,
-    reference_neumf_logits,
+    reference_neumf_logits, train_and_measure,
 )
+from autograder.checks.u4_recsys import common
 from autograder.errors import CheckFailure, WorkerTimeout
 
 
@@ -71,3 +72,51 @@ def test_the_full_recipes_failure_stands_and_a_hang_stops_at_once():
     with pytest.raises(WorkerTimeout):
         quick_then_full(run, lambda rmse: rmse <= 0.75, quick=QUICK, full=FULL)
     assert calls == [QUICK]
+
+
+RECIPE = Training(init_std=0.01, lr=0.01, weight_decay=0.0, batch_size=100, epochs=6)  # 3 steps of 100 per epoch
+
+
+def measured_run(monkeypatch, values: list[float], *, reached=lambda found: min(found) <= 0.75, chunk: int = 2):
+    """`train_and_measure` over 300 examples with 3 checkpoints, the worker's steps recorded instead of run; the
+    checkpoints measure `values` in turn. Returns its result, the step counts of each call and the measurements."""
+    calls: list[int] = []
+    monkeypatch.setattr(common, "train_steps", lambda student, trainer, count, *, names: calls.append(count))
+    measured = iter(values)
+
+    def measure():
+        return next(measured), {"after steps": sum(calls)}
+    found = train_and_measure(None, None, RECIPE, examples=300, checkpoints=3, names="`AutoRec`", measure=measure,
+                              reached=reached, chunk=chunk)
+    return found, calls
+
+
+def test_a_training_stops_at_the_first_checkpoint_that_reaches_the_target(monkeypatch):
+    """Does a training whose second checkpoint (epoch 5 of 6) reaches the target stop there, every epoch before
+    it trained in full (calls of at most `chunk` steps), and return both measurements with that epoch's weights?"""
+    (values, params), calls = measured_run(monkeypatch, [0.78, 0.74, 0.70])
+    assert values == [0.78, 0.74]
+    assert calls == [2, 1] * 5
+    assert params == {"after steps": 15}
+
+
+def test_a_training_that_never_reaches_the_target_runs_every_epoch(monkeypatch):
+    """Does a training that misses at every checkpoint train all its epochs and measure all the last three, so
+    a failure message can show them?"""
+    (values, params), calls = measured_run(monkeypatch, [0.80, 0.79, 0.77])
+    assert values == [0.80, 0.79, 0.77]
+    assert sum(calls) == 18 and params == {"after steps": 18}
+
+
+def test_stopping_early_sees_every_value_so_far(monkeypatch):
+    """Is `reached` given every checkpoint's value so far (a check over the best of several, as NeuMF's Hit@10 and
+    AUC are, can be met by two different epochs)?"""
+    seen = []
+
+    def reached(found):
+        seen.append(list(found))
+        return max(h for h, _ in found) >= 0.2 and max(a for _, a in found) >= 0.85
+
+    (values, _), _ = measured_run(monkeypatch, [(0.21, 0.80), (0.15, 0.86), (0.3, 0.9)], reached=reached)
+    assert values == [(0.21, 0.80), (0.15, 0.86)]
+    assert seen == [[(0.21, 0.80)], [(0.21, 0.80), (0.15, 0.86)]]

@@ -255,14 +255,26 @@ def replay_steps(student, trainer: RemoteRef, count: int, *, names: str) -> None
         train_steps(student, trainer, min(REPLAY_CALL_STEPS, count - start), names=names)
 
 
-def train_epochs(student, trainer: RemoteRef, *, steps_per_epoch: int, epochs: int, names: str,
-                 chunk: int = CHUNK_STEPS) -> Iterator[int]:
-    """Calls into the worker of at most `chunk` steps each (so none runs long); yields the number of epochs done
-    after each epoch, so the caller can measure the weights there."""
-    for epoch in range(1, epochs + 1):
+def train_and_measure(student, trainer: RemoteRef, recipe: Training, *, examples: int, checkpoints: int,
+                      names: str, measure: Callable[[], tuple[T, dict[str, torch.Tensor]]],
+                      reached: Callable[[list[T]], bool], chunk: int = CHUNK_STEPS) -> tuple[list[T], dict]:
+    """`recipe.epochs` epochs of `examples` examples, in calls into the worker of at most `chunk` steps (so none
+    runs long). After each of the last `checkpoints` epochs, `measure()` brings the weights back and measures them:
+    (value, weights). The training stops at the first checkpoint where `reached(values so far)`: a check asks that
+    some checkpoint reaches its target, so the epochs after that one could not turn the pass into a miss, and they
+    are skipped (a failure of their own, weights going non-finite after the target was reached, is not looked
+    for). A training that never reaches it runs every epoch. Returns the values and the last weights measured."""
+    steps_per_epoch = recipe.steps_per_epoch(examples)
+    values: list[T] = []
+    for epoch in range(1, recipe.epochs + 1):
         for start in range(0, steps_per_epoch, chunk):
             train_steps(student, trainer, min(chunk, steps_per_epoch - start), names=names)
-        yield epoch
+        if epoch > recipe.epochs - checkpoints:
+            value, params = measure()
+            values.append(value)
+            if reached(values):
+                break
+    return values, params
 
 
 def trained_parameters(student, model: RemoteRef, shapes: dict[str, tuple], *, what: str, hint: str,
@@ -349,6 +361,11 @@ MF_CHECKPOINTS = 3  # the best held-out RMSE of the last three epochs counts
 MF_MARGIN = 0.12    # over the noise level
 
 
+def mf_reached(rmses: list[float], noise: float) -> bool:
+    """Whether some checkpoint's held-out RMSE is within `MF_MARGIN` of the noise level."""
+    return min(rmses) <= noise + MF_MARGIN
+
+
 def mf_rmse(params: dict[str, torch.Tensor], data: Ratings) -> float:
     """Held-out RMSE of the reference factorization with the trained weights (float64)."""
     predictions = reference_mf(params, data.user, data.item)
@@ -373,8 +390,9 @@ def rating_data(rng: torch.Generator) -> tuple[Ratings, Ratings]:
 def train_mf(student, rng: torch.Generator, device: str) -> tuple[list[float], float]:
     """The student's `MF(30, 943, 1682)` trained by the engine (`MF_TRAINING`), epoch by epoch;
     after each of the last `MF_CHECKPOINTS` epochs the weights come back and the reference measures them here on
-    the held-out ratings. Returns those RMSEs and the held-out noise level; the trained module must also compute
-    what the reference computes with its weights."""
+    the held-out ratings, until one is within reach of the noise (`mf_reached`, `train_and_measure`). Returns those
+    RMSEs and the held-out noise level; the trained module must also compute what the reference computes with its
+    weights."""
     U, I = ML100K_USERS, ML100K_ITEMS
     model, _ = build_mf(student, MF_FACTORS, U, I, device, double=False)  # before the data: a stub fails at once
     train, test = rating_data(rng)
@@ -382,17 +400,19 @@ def train_mf(student, rng: torch.Generator, device: str) -> tuple[list[float], f
     with training_with("`MF`"):
         trainer = drive(student, "make_rating_trainer", model, train.user, train.item, train.rating,
                         label="make_rating_trainer(MF, ...)", **MF_TRAINING.settings(seed))
-    rmses = []
-    for epoch in train_epochs(student, trainer, steps_per_epoch=MF_TRAINING.steps_per_epoch(len(train)),
-                              epochs=MF_TRAINING.epochs, names="`MF`"):
-        if epoch > MF_TRAINING.epochs - MF_CHECKPOINTS:
-            params = trained_parameters(student, model, mf_shapes(MF_FACTORS, U, I), what="`MF`",
-                                        hint=MF_NAMES_HINT)
-            rmses.append(mf_rmse(params, test))
+    noise = test.noise_rmse()
+
+    def measure() -> tuple[float, dict[str, torch.Tensor]]:
+        params = trained_parameters(student, model, mf_shapes(MF_FACTORS, U, I), what="`MF`", hint=MF_NAMES_HINT)
+        return mf_rmse(params, test), params
+
+    rmses, params = train_and_measure(student, trainer, MF_TRAINING, examples=len(train),
+                                      checkpoints=MF_CHECKPOINTS, names="`MF`", measure=measure,
+                                      reached=lambda found: mf_reached(found, noise))
     users, items = test.user[:1000], test.item[:1000]
     expect_forward_matches(model, (users.to(device), items.to(device)), reference_mf(params, users, items),
                            name="MF(...)(user_id, item_id)", hint=MF_HINT)
-    return rmses, test.noise_rmse()
+    return rmses, noise
 
 
 # --------------------------------------------------------------------------- 3. alternating least squares
@@ -600,6 +620,11 @@ AUTOREC_CHECKPOINTS = 5  # the best held-out RMSE of the last five epochs counts
 AUTOREC_TARGET = 0.75
 
 
+def autorec_reached(rmses: list[float]) -> bool:
+    """Whether some checkpoint's held-out RMSE reaches `AUTOREC_TARGET`."""
+    return min(rmses) <= AUTOREC_TARGET
+
+
 def autorec_rmse(params: dict[str, torch.Tensor], rows: torch.Tensor, test: Ratings) -> float:
     """Held-out RMSE of the reference AutoRec in eval mode (float64) on the training rows (items, users), read at
     the test entries."""
@@ -610,29 +635,28 @@ def autorec_rmse(params: dict[str, torch.Tensor], rows: torch.Tensor, test: Rati
 def train_autorec(student, rng: torch.Generator, device: str) -> list[float]:
     """The student's `AutoRec(100, 943)` (item-based: a row per item) trained by the engine, epoch by epoch; after
     each of the last `AUTOREC_CHECKPOINTS` epochs the weights come back and the reference measures them on the
-    held-out ratings. `AUTOREC_QUICK`, then `AUTOREC_TRAINING` if no RMSE reached `AUTOREC_TARGET`
-    (`quick_then_full`); returns the deciding training's RMSEs. The trained module must also compute what the
-    reference computes."""
+    held-out ratings, until one reaches `AUTOREC_TARGET` (`train_and_measure`). `AUTOREC_QUICK`, then
+    `AUTOREC_TRAINING` if none did (`quick_then_full`); returns the deciding training's RMSEs. The trained module
+    must also compute what the reference computes."""
     U = ML100K_USERS
     model, _ = build_autorec(student, AUTOREC_HIDDEN, U, device, dropout=0.05, double=False)  # before the data
     train, test = rating_data(rng)
     rows = rating_matrix(train)[0].T.contiguous()                                        # (I, U)
     seed = int(torch.randint(0, 2**31, (1,), generator=rng))
 
+    def measure() -> tuple[float, dict[str, torch.Tensor]]:
+        params = trained_parameters(student, model, autorec_shapes(AUTOREC_HIDDEN, U), what="`AutoRec`",
+                                    hint=AUTOREC_NAMES_HINT)
+        return autorec_rmse(params, rows, test), params
+
     def run(recipe: Training) -> tuple[list[float], dict[str, torch.Tensor]]:
         with training_with("`AutoRec`"):  # the trainer re-initialises every weight: each recipe starts afresh
             trainer = drive(student, "make_autorec_trainer", model, rows, label="make_autorec_trainer(AutoRec, ...)",
                             **recipe.settings(seed))
-        rmses = []
-        for epoch in train_epochs(student, trainer, steps_per_epoch=recipe.steps_per_epoch(len(rows)),
-                                  epochs=recipe.epochs, names="`AutoRec`"):
-            if epoch > recipe.epochs - AUTOREC_CHECKPOINTS:
-                params = trained_parameters(student, model, autorec_shapes(AUTOREC_HIDDEN, U), what="`AutoRec`",
-                                            hint=AUTOREC_NAMES_HINT)
-                rmses.append(autorec_rmse(params, rows, test))
-        return rmses, params
+        return train_and_measure(student, trainer, recipe, examples=len(rows), checkpoints=AUTOREC_CHECKPOINTS,
+                                 names="`AutoRec`", measure=measure, reached=autorec_reached)
 
-    rmses, params = quick_then_full(run, lambda found: min(found[0]) <= AUTOREC_TARGET, quick=AUTOREC_QUICK,
+    rmses, params = quick_then_full(run, lambda found: autorec_reached(found[0]), quick=AUTOREC_QUICK,
                                     full=AUTOREC_TRAINING)
     sample = rows[:200]
     expect_forward_matches(model, (sample.to(device),), reference_autorec(params, sample.double(), training=False),
@@ -924,10 +948,10 @@ def beats_popularity(results: list[tuple[float, float]], baseline: tuple[float, 
 def train_neumf(student, rng: torch.Generator, device: str) -> tuple[list[tuple[float, float]], tuple[float, float]]:
     """The student's `NeuMF(10, 943, 1682, [10, 10, 10])` trained by the engine with the student's `bpr_loss`,
     epoch by epoch; after each of the last `NEUMF_CHECKPOINTS` epochs the weights come back and the reference ranks
-    every user's candidates here: (Hit@10, AUC) on the held-out items. `NEUMF_QUICK`, then `NEUMF_TRAINING` if
-    those did not beat the popularity baseline (`beats_popularity`, `quick_then_full`). Returns the deciding
-    training's results and the baseline's on the same data. The trained module must also compute what the
-    reference computes with its weights.
+    every user's candidates here: (Hit@10, AUC) on the held-out items, until they beat the popularity baseline
+    (`beats_popularity`, `train_and_measure`). `NEUMF_QUICK`, then `NEUMF_TRAINING` if they did not
+    (`quick_then_full`). Returns the deciding training's results and the baseline's on the same data. The trained
+    module must also compute what the reference computes with its weights.
 
     Two watched steps come first (with the quick recipe's batches), so the by-hand rules see `bpr_loss` at work in
     a training; the trainings are unwatched (the recorder would make them slower), as in Unit 3."""
@@ -940,18 +964,18 @@ def train_neumf(student, rng: torch.Generator, device: str) -> tuple[list[tuple[
     trainer = make_bpr_trainer(student, model, data, NEUMF_QUICK.settings(seed))
     train_steps(student, trainer, 2, names="`NeuMF` o `bpr_loss`")
 
+    def measure() -> tuple[tuple[float, float], dict[str, torch.Tensor]]:
+        params = trained_parameters(student, model, shapes, what="`NeuMF`", hint=NEUMF_NAMES_HINT)
+        scores = ranking_scores(neumf_logit_matrix(params, layers, U, I), data)
+        return reference_hit_and_auc(scores, data.test_item, NEUMF_K), params
+
     def run(recipe: Training) -> tuple[list[tuple[float, float]], dict[str, torch.Tensor]]:
-        results = []
         with unwatched():  # the trainer re-initialises every weight: each recipe starts afresh
             trainer = make_bpr_trainer(student, model, data, recipe.settings(seed))
             chunk = CHUNK_STEPS * NEUMF_TRAINING.batch_size // recipe.batch_size  # each call: the same examples
-            for epoch in train_epochs(student, trainer, steps_per_epoch=recipe.steps_per_epoch(len(data.train_user)),
-                                      epochs=recipe.epochs, names="`NeuMF` o `bpr_loss`", chunk=chunk):
-                if epoch > recipe.epochs - NEUMF_CHECKPOINTS:
-                    params = trained_parameters(student, model, shapes, what="`NeuMF`", hint=NEUMF_NAMES_HINT)
-                    scores = ranking_scores(neumf_logit_matrix(params, layers, U, I), data)
-                    results.append(reference_hit_and_auc(scores, data.test_item, NEUMF_K))
-        return results, params
+            return train_and_measure(student, trainer, recipe, examples=len(data.train_user),
+                                     checkpoints=NEUMF_CHECKPOINTS, names="`NeuMF` o `bpr_loss`", measure=measure,
+                                     reached=lambda found: beats_popularity(found, baseline), chunk=chunk)
 
     results, params = quick_then_full(run, lambda found: beats_popularity(found[0], baseline), quick=NEUMF_QUICK,
                                       full=NEUMF_TRAINING)
