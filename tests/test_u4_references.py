@@ -1,8 +1,10 @@
 """Unit 4's reference computations: shortcuts the checks take are exact, a quick training recipe can only pass
-early, never fail in the full recipe's place, and a training stops early only once it has passed."""
+early, never fail in the full recipe's place, a training stops early only once it has passed, and a module whose
+forward pass is wrong fails before it trains."""
 
 import pytest
 import torch
+from torch import nn
 
 from autograder.checks.u4_recsys.common import (
     AUTOREC_QUICK, AUTOREC_TRAINING, ReferenceNeuMF, Training, neumf_logit_matrix, quick_then_full,
@@ -10,6 +12,7 @@ from autograder.checks.u4_recsys.common import (
 )
 from autograder.checks.u4_recsys import common
 from autograder.errors import CheckFailure, WorkerTimeout
+from autograder.remote import Client, LocalTransport, StudentNamespace
 
 
 def test_the_neumf_logit_matrix_by_parts_equals_every_pair_scored_alone():
@@ -120,3 +123,43 @@ def test_stopping_early_sees_every_value_so_far(monkeypatch):
     (values, _), _ = measured_run(monkeypatch, [(0.21, 0.80), (0.15, 0.86), (0.3, 0.9)], reached=reached)
     assert values == [(0.21, 0.80), (0.15, 0.86)]
     assert seen == [[(0.21, 0.80)], [(0.21, 0.80), (0.15, 0.86)]]
+
+
+class AutoRec(nn.Module):
+    """The notebook's `AutoRec`; `mask_in_eval` plants a common bug (the output masked by sign(input) in eval mode
+    too, so the missing ratings are never predicted)."""
+
+    mask_in_eval = False
+
+    def __init__(self, num_hidden: int, num_users: int, dropout: float = 0.05) -> None:
+        super().__init__()
+        self.encoder, self.decoder = nn.Linear(num_users, num_hidden), nn.Linear(num_hidden, num_users)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:                                   # (B, U) -> (B, U)
+        output = self.decoder(self.dropout(torch.sigmoid(self.encoder(x))))
+        return output * torch.sign(x) if self.training or self.mask_in_eval else output
+
+
+class MaskedInEval(AutoRec):
+    mask_in_eval = True
+
+
+def test_a_wrong_forward_pass_fails_before_any_training_step(monkeypatch):
+    """Does an `AutoRec` that masks its output in eval mode fail its training check before a single training step
+    (the trainer's starting weights already show it), while a correct one passes that check and goes on to train?"""
+    trainings: list[str] = []
+
+    def no_training(*args, measure, **kwargs):  # the weights as the trainer drew them, measured once
+        trainings.append("trained")
+        value, params = measure()
+        return [value], params
+
+    monkeypatch.setattr(common, "train_and_measure", no_training)
+    buggy = StudentNamespace(Client(LocalTransport({"AutoRec": MaskedInEval})))
+    with pytest.raises(CheckFailure, match="los pesos con los que empieza el entrenamiento"):
+        common.train_autorec(buggy, torch.Generator().manual_seed(0), "cpu")
+    assert trainings == []
+    correct = StudentNamespace(Client(LocalTransport({"AutoRec": AutoRec})))
+    rmses = common.train_autorec(correct, torch.Generator().manual_seed(0), "cpu")
+    assert trainings == ["trained", "trained"] and len(rmses) == 1  # untrained, it misses: quick, then full
