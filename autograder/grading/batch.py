@@ -106,11 +106,15 @@ class _Slot:
         except ValueError:
             return None
 
-    def close(self) -> None:
+    def finish(self) -> None:
+        """No more jobs: the slot ends once its current one is done."""
         try:
             self.jobs.close()
         except OSError:
             pass
+
+    def close(self) -> None:
+        self.finish()
         try:
             self.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
@@ -300,6 +304,8 @@ class _Batch:
 
     def close(self) -> None:
         self.bar.close()
+        for slot in self.slots:  # every slot winds down at once, then each is waited for
+            slot.finish()
         for slot in self.slots:
             slot.close()
 
