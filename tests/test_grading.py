@@ -1,10 +1,12 @@
 """Grading a class end to end on the engine's fixture course (independent of the course content)."""
 
+import os
 import shutil
 
 import pytest
 
 from autograder.grading.session import HungCell, hung_functions
+from autograder.plugin import run_args, run_pytest
 from autograder.remote import SECONDS_AFTER_TIMEOUT
 from conftest import grade, with_cells, write
 
@@ -145,3 +147,21 @@ def test_the_watchdog_dump_names_the_functions_of_every_thread_and_leaves_the_ou
     assert hung.functions == {"hit_and_auc", "monitor"}
     assert hung.output == "antes\n"
     assert hung_functions("sin volcado\n") == HungCell("sin volcado\n", frozenset())
+
+
+def test_check_runs_load_none_of_the_installed_pytest_plugins(tmp_path, monkeypatch):
+    """Does a check run load only the plugins it names, not the `pytest11` entry points of the packages installed
+    beside it (anyio's and hypothesis's in this environment, pytest-randomly in a student's), and leave the
+    environment as it found it?"""
+    monkeypatch.delenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", raising=False)
+    (tmp_path / "test_probe.py").write_text("import pytest\n\n\n@pytest.mark.grade_id('probe')\n"
+                                            "@pytest.mark.points(1)\ndef test_probe():\n    pass\n")
+    loaded = []
+
+    class Probe:
+        def pytest_configure(self, config):
+            loaded.extend(config.pluginmanager.list_plugin_distinfo())
+
+    assert run_pytest(run_args([str(tmp_path / "test_probe.py")], str(tmp_path)), plugins=[Probe()]) == 0
+    assert loaded == []
+    assert "PYTEST_DISABLE_PLUGIN_AUTOLOAD" not in os.environ

@@ -230,6 +230,19 @@ def tamper(source):
 CONV_RULE = ByHand("conv2d", names=("conv2d_forward",), forbid=(CONV, AUTOGRAD))
 
 
+def test_a_cell_met_in_an_earlier_submission_is_read_the_same_way():
+    """Does a scan that meets cells it parsed for an earlier submission (the notebook's own cells are in every
+    submission, and their parse is kept) find what a first reading finds, with each submission's other cells?"""
+    alias = "import torch.nn.functional as F\nc = F.conv2d"
+    uses = "def conv2d_forward(x, w):\n    return c(x, w)"
+    clean = "def conv2d_forward(x, w):\n    return x"
+    first = scan([("celda 1", alias), ("celda 2", uses)], (CONV_RULE,)).by_rule[CONV_RULE]
+    again = scan([("celda 1", alias), ("celda 2", uses)], (CONV_RULE,)).by_rule[CONV_RULE]
+    other = scan([("celda 1", alias), ("celda 2", clean)], (CONV_RULE,)).by_rule[CONV_RULE]
+    assert first and first == again
+    assert other == []
+
+
 @pytest.mark.parametrize("source", [
     "import torch.nn.functional as F\ndef conv2d_forward(x, w):\n    return F.conv2d(x, w)",
     "from torch.nn.functional import conv2d as c\ndef conv2d_forward(x, w):\n    return c(x, w)",

@@ -1,7 +1,7 @@
 """Running an assignment's checks, in this trusted process, against one submission.
 
 The check modules are imported once (the first collection) and reused by every
-later `pytest.main` call in the process; each submission gets its own pytest
+later `pytest.main` call in the process (`run_pytest`); each submission gets its own pytest
 session with conftest loading disabled, built-in plugins it does not need turned
 off, and a `CheckRun` plugin that provides `student` and collects the outcomes.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ..plugin import CaseOutcome, CheckRun, check_metadata, run_args, title_of
+from ..plugin import CaseOutcome, CheckRun, check_metadata, run_args, run_pytest, title_of
 from ..remote import Client, StudentNamespace, Transport
 from ..rules import ByHand, RuleVerdict, RuleWatch
 
@@ -60,7 +60,7 @@ class CheckSuite:
         """Import the checks and validate their markers and rules; one entry per check function."""
         collector = _Collector()
         run = CheckRun(lambda: None)
-        code = pytest.main(self._args(["--collect-only"]), plugins=[collector, run])
+        code = run_pytest(self._args(["--collect-only"]), plugins=[collector, run])
         if run.errors or code not in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
             raise SuiteError("the checks could not be collected:\n" + "\n".join(run.errors or [f"exit code {code}"]))
         self.rules = run.rules
@@ -83,7 +83,7 @@ class CheckSuite:
         watch = RuleWatch(cells=cells)
         client = Client(transport, watch=watch)
         run = CheckRun(lambda: StudentNamespace(client), watch=watch)
-        code = pytest.main(self._args(list(extra)), plugins=[run])
+        code = run_pytest(self._args(list(extra)), plugins=[run])
         if run.errors or code not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
             raise SuiteError("the check run failed:\n" + "\n".join(run.errors or [f"exit code {code}"]))
         return SuiteRun(run.outcomes, run.verdicts)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import ast
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 from .rules import FORBIDDEN, TAMPER, UNREADABLE, ByHand, Evidence
 
@@ -128,16 +128,19 @@ def scan(cells: list[tuple[str, str]], rules: tuple[ByHand, ...]) -> Findings:
 
 def _parse(cells: list[tuple[str, str]]) -> list[_Unit]:
     """The cells that compile; a syntax error never ran either (an unreadably deep cell raises RecursionError)."""
-    units = []
-    for label, source in cells:
-        try:
-            tree = ast.parse(source)
-        except (SyntaxError, ValueError):
-            continue
-        unit = _Unit(label, tree, tuple(source.splitlines()))
-        units.append(unit)
-        units += _magic_bodies(unit)
-    return units
+    return [unit for label, source in cells for unit in _parsed_cell(label, source)]
+
+
+@lru_cache(maxsize=1024)
+def _parsed_cell(label: str, source: str) -> tuple[_Unit, ...]:
+    """One cell's units, kept for the next submission: most of a class's cells are the notebook's own, the same in
+    every submission, and a scan only reads its trees."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return ()
+    unit = _Unit(label, tree, tuple(source.splitlines()))
+    return (unit, *_magic_bodies(unit))
 
 
 def _magic_bodies(unit: _Unit) -> list[_Unit]:

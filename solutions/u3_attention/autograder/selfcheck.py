@@ -57,11 +57,11 @@ def show(report: str) -> None:
 def run_public_checks(assignment: str, grade_id: str, namespace: dict) -> str:
     """Run the public checks of one grade cell against `namespace`; returns the report."""
     try:
-        import pytest
+        import pytest  # noqa: F401  (the checks run under it: say so now if it is missing)
         import torch
     except ImportError as exc:
         return f"No se pueden ejecutar las comprobaciones: falta el paquete `{exc.name}` (instálalo con pip)."
-    from .plugin import CheckRun, run_args
+    from .plugin import CheckRun, run_args, run_pytest
     from .remote import Client, LocalTransport, StudentNamespace
     from .rules import RuleWatch
 
@@ -77,8 +77,8 @@ def run_public_checks(assignment: str, grade_id: str, namespace: dict) -> str:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as grading does: small operations on a busy laptop are far faster on one thread
     try:
-        pytest.main(run_args(files, str(checks_dir), extra=["--ag-public-only", "--ag-grade-id", grade_id]),
-                    plugins=[run])
+        run_pytest(run_args(files, str(checks_dir), extra=["--ag-public-only", "--ag-grade-id", grade_id]),
+                   plugins=[run])
     finally:
         torch.set_num_threads(threads)
     return format_report(grade_id, run, points=_points(checks_dir).get(grade_id))
