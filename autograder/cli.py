@@ -35,7 +35,8 @@ def _skip_iri_format_checks() -> None:
     """jsonschema, under nbformat (which writes the graded and feedback notebooks), imports `rfc3987_syntax` when it
     is installed (nbgrader's dependencies install it) to check the "iri" string format, and that import compiles 39
     lark grammars: 2 to 5 s at every start of this command. Nothing here validates IRIs; with the module marked
-    absent, jsonschema leaves that one format unchecked, as it does where the package is not installed."""
+    absent, jsonschema leaves the "iri" and "iri-reference" formats unchecked, as it does where the package is not
+    installed."""
     sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
 
 

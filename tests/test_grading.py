@@ -165,3 +165,6 @@ def test_check_runs_load_none_of_the_installed_pytest_plugins(tmp_path, monkeypa
     assert run_pytest(run_args([str(tmp_path / "test_probe.py")], str(tmp_path)), plugins=[Probe()]) == 0
     assert loaded == []
     assert "PYTEST_DISABLE_PLUGIN_AUTOLOAD" not in os.environ
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "0")
+    assert run_pytest(run_args([str(tmp_path / "test_probe.py")], str(tmp_path)), plugins=[Probe()]) == 0
+    assert loaded == [] and os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] == "0"

@@ -1,11 +1,14 @@
 """By-hand rules: the recorder sees every spelling of a forbidden built-in, the source check reads
 aliases, helpers and tampering, and a broken rule voids its grade cell through the real pipeline."""
 
+import ast
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from autograder import sourcecheck
 from autograder.checklib.forbidden import (
     AUTOGRAD, BATCH_NORM, CDIST, CLIP_GRAD, CONV, CROSS_ENTROPY, LSTM_LAYERS, MAX_POOL, MULTIHEAD, OPTIM,
     RANKING_LOSSES, RNN_LAYERS, SDPA, SOFTMAX, TRANSFORMER_LAYERS,
@@ -231,16 +234,22 @@ CONV_RULE = ByHand("conv2d", names=("conv2d_forward",), forbid=(CONV, AUTOGRAD))
 
 
 def test_a_cell_met_in_an_earlier_submission_is_read_the_same_way():
-    """Does a scan that meets cells it parsed for an earlier submission (the notebook's own cells are in every
-    submission, and their parse is kept) find what a first reading finds, with each submission's other cells?"""
+    """Is a cell's parse kept for the next submission with the same cell (the notebook's own cells are in every
+    submission), left unchanged by the scans that read it, and do those scans find what a first reading finds,
+    with each submission's other cells? A cell longer than `KEPT_CELL_CHARS` is parsed afresh each time."""
     alias = "import torch.nn.functional as F\nc = F.conv2d"
     uses = "def conv2d_forward(x, w):\n    return c(x, w)"
     clean = "def conv2d_forward(x, w):\n    return x"
+    kept = sourcecheck._kept_cell("celda 1", alias)
+    before = [ast.dump(unit.tree) for unit in kept]
     first = scan([("celda 1", alias), ("celda 2", uses)], (CONV_RULE,)).by_rule[CONV_RULE]
     again = scan([("celda 1", alias), ("celda 2", uses)], (CONV_RULE,)).by_rule[CONV_RULE]
     other = scan([("celda 1", alias), ("celda 2", clean)], (CONV_RULE,)).by_rule[CONV_RULE]
     assert first and first == again
     assert other == []
+    assert sourcecheck._kept_cell("celda 1", alias) is kept and [ast.dump(unit.tree) for unit in kept] == before
+    long = alias + "\n" + "#" * sourcecheck.KEPT_CELL_CHARS
+    assert sourcecheck._parse([("celda 1", long)])[0] is not sourcecheck._parse([("celda 1", long)])[0]
 
 
 @pytest.mark.parametrize("source", [

@@ -6,11 +6,11 @@ import pytest
 import torch
 from torch import nn
 
+from autograder.checks.u4_recsys import common
 from autograder.checks.u4_recsys.common import (
     AUTOREC_QUICK, AUTOREC_TRAINING, ReferenceNeuMF, Training, neumf_logit_matrix, quick_then_full,
     reference_neumf_logits, train_and_measure,
 )
-from autograder.checks.u4_recsys import common
 from autograder.errors import CheckFailure, WorkerTimeout
 from autograder.remote import Client, LocalTransport, StudentNamespace
 
@@ -82,7 +82,7 @@ RECIPE = Training(init_std=0.01, lr=0.01, weight_decay=0.0, batch_size=100, epoc
 
 def measured_run(monkeypatch, values: list[float], *, reached=lambda found: min(found) <= 0.75, chunk: int = 2):
     """`train_and_measure` over 300 examples with 3 checkpoints, the worker's steps recorded instead of run; the
-    checkpoints measure `values` in turn. Returns its result, the step counts of each call and the measurements."""
+    checkpoints measure `values` in turn. Returns its result and the step count of each call."""
     calls: list[int] = []
     monkeypatch.setattr(common, "train_steps", lambda student, trainer, count, *, names: calls.append(count))
     measured = iter(values)
@@ -146,8 +146,8 @@ class MaskedInEval(AutoRec):
 
 
 def test_a_wrong_forward_pass_fails_before_any_training_step(monkeypatch):
-    """Does an `AutoRec` that masks its output in eval mode fail its training check before a single training step
-    (the trainer's starting weights already show it), while a correct one passes that check and goes on to train?"""
+    """Does an `AutoRec` that masks its output in eval mode fail its training check on random weights, before any
+    trainer is made, while a correct one passes that check and goes on to train?"""
     trainings: list[str] = []
 
     def no_training(*args, measure, **kwargs):  # the weights as the trainer drew them, measured once
@@ -157,9 +157,42 @@ def test_a_wrong_forward_pass_fails_before_any_training_step(monkeypatch):
 
     monkeypatch.setattr(common, "train_and_measure", no_training)
     buggy = StudentNamespace(Client(LocalTransport({"AutoRec": MaskedInEval})))
-    with pytest.raises(CheckFailure, match="los pesos con los que empieza el entrenamiento"):
+    with pytest.raises(CheckFailure, match="con unos pesos al azar, antes de entrenar"):
         common.train_autorec(buggy, torch.Generator().manual_seed(0), "cpu")
     assert trainings == []
     correct = StudentNamespace(Client(LocalTransport({"AutoRec": AutoRec})))
     rmses = common.train_autorec(correct, torch.Generator().manual_seed(0), "cpu")
     assert trainings == ["trained", "trained"] and len(rmses) == 1  # untrained, it misses: quick, then full
+
+
+class SwappedNeuMF(nn.Module):
+    """d2l's `NeuMF` with the MLP's output before GMF's in the prediction layer's input: with 10 factors and a last
+    hidden layer of 10 the shapes still fit, and with the trainer's small initial weights (N(0, 0.01)) every
+    output is within 1e-4 of sigmoid(0); only weights of order one show the difference."""
+
+    def __init__(self, num_factors: int, num_users: int, num_items: int, nums_hiddens: list[int]) -> None:
+        super().__init__()
+        self.P, self.Q = nn.Embedding(num_users, num_factors), nn.Embedding(num_items, num_factors)
+        self.U, self.V = nn.Embedding(num_users, num_factors), nn.Embedding(num_items, num_factors)
+        layers, fan_in = [], 2 * num_factors
+        for width in nums_hiddens:
+            layers += [nn.Linear(fan_in, width), nn.ReLU()]
+            fan_in = width
+        self.mlp = nn.Sequential(*layers)
+        self.prediction_layer = nn.Linear(num_factors + fan_in, 1, bias=False)
+
+    def forward(self, user_id: torch.Tensor, item_id: torch.Tensor) -> torch.Tensor:          # (B,), (B,) -> (B,)
+        gmf = self.P(user_id) * self.Q(item_id)                                               # (B, k)
+        mlp = self.mlp(torch.cat([self.U(user_id), self.V(item_id)], dim=1))                  # (B, h)
+        return torch.sigmoid(self.prediction_layer(torch.cat([mlp, gmf], dim=1)))[:, 0]
+
+
+def test_a_neumf_with_a_wrong_forward_pass_fails_before_its_trainer_is_made(monkeypatch):
+    """Does a `NeuMF` whose forward pass differs from the reference's only at the logit level fail its training
+    check on random weights of order one, before any trainer is made (its first watched steps included)?"""
+    trainers: list[object] = []
+    monkeypatch.setattr(common, "make_bpr_trainer", lambda *args, **kwargs: trainers.append(args))
+    student = StudentNamespace(Client(LocalTransport({"NeuMF": SwappedNeuMF})))
+    with pytest.raises(CheckFailure, match="con unos pesos al azar, antes de entrenar"):
+        common.train_neumf(student, torch.Generator().manual_seed(0), "cpu")
+    assert trainers == []
