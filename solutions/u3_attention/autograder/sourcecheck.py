@@ -126,21 +126,30 @@ def scan(cells: list[tuple[str, str]], rules: tuple[ByHand, ...]) -> Findings:
     return findings
 
 
+#: Cells up to this long are parsed once for a whole batch (`_kept_cell`); a longer one, almost always the
+#: student's own (a pasted data table, say), is parsed for its own scan only, so the cache stays small.
+KEPT_CELL_CHARS = 65_536
+
+
 def _parse(cells: list[tuple[str, str]]) -> list[_Unit]:
     """The cells that compile; a syntax error never ran either (an unreadably deep cell raises RecursionError)."""
-    return [unit for label, source in cells for unit in _parsed_cell(label, source)]
+    return [unit for label, source in cells
+            for unit in (_kept_cell if len(source) <= KEPT_CELL_CHARS else _parsed_cell)(label, source)]
 
 
-@lru_cache(maxsize=1024)
 def _parsed_cell(label: str, source: str) -> tuple[_Unit, ...]:
-    """One cell's units, kept for the next submission: most of a class's cells are the notebook's own, the same in
-    every submission, and a scan only reads its trees."""
+    """One cell's units: the cell itself and the code of its magics."""
     try:
         tree = ast.parse(source)
     except (SyntaxError, ValueError):
         return ()
     unit = _Unit(label, tree, tuple(source.splitlines()))
     return (unit, *_magic_bodies(unit))
+
+
+#: `_parsed_cell`, kept for the next submission: most of a class's cells are the notebook's own, the same in every
+#: submission, and a scan only reads the trees.
+_kept_cell = lru_cache(maxsize=1024)(_parsed_cell)
 
 
 def _magic_bodies(unit: _Unit) -> list[_Unit]:

@@ -264,6 +264,8 @@ def train_and_measure(student, trainer: RemoteRef, recipe: Training, *, examples
     some checkpoint reaches its target, so the epochs after that one could not turn the pass into a miss, and they
     are skipped (a failure of their own, weights going non-finite after the target was reached, is not looked
     for). A training that never reaches it runs every epoch. Returns the values and the last weights measured."""
+    if not 1 <= checkpoints <= recipe.epochs:
+        raise ValueError(f"{checkpoints} checkpoints in {recipe.epochs} epochs")
     steps_per_epoch = recipe.steps_per_epoch(examples)
     values: list[T] = []
     for epoch in range(1, recipe.epochs + 1):
@@ -376,13 +378,23 @@ def expect_forward_matches(model: RemoteRef, got_args: tuple, expected: torch.Te
                            trained: bool = True) -> None:
     """The module (float32, eval mode) computes what the reference computes with its weights: correct versions
     agree to about 1e-7. Each training check asks it of the trained weights, which the reference measured, and
-    first of the weights the trainer starts from (`trained=False`): a forward pass that differs from the
-    reference's then fails at once, not after a whole training (the eval-mode forward draws nothing at random, so
-    the training that follows is the same)."""
+    first of random weights (`trained=False`, `random_start`): a forward pass that differs from the reference's
+    then fails at once, not after a whole training."""
     model.eval()
-    weights = "los pesos entrenados" if trained else "los pesos con los que empieza el entrenamiento"
+    when = "con los pesos entrenados" if trained else "con unos pesos al azar, antes de entrenar"
     expect_close(model(*got_args), expected.float().to(got_args[0].device), rtol=1e-4, name=name,
-                 hint=f"con {weights}, tu módulo no calcula lo mismo que la referencia: " + hint)
+                 hint=f"{when}, tu módulo no calcula lo mismo que la referencia: " + hint)
+
+
+def random_start(student, model: RemoteRef, state: dict, seed: int, device: str,
+                 what: str) -> dict[str, torch.Tensor]:
+    """Random weights of order one (`load_random_weights`, from a generator of their own: `rng` is untouched) loaded
+    into the module before its training, for `expect_forward_matches(..., trained=False)`; returned on the CPU for
+    the reference. The trainer then re-initialises every weight from its seed (and reseeds the global generator),
+    so the training is the one it would have been. Weights of order one, unlike the trainer's small ones, make
+    every part of the forward pass show in its output."""
+    weights = load_random_weights(student, torch.Generator().manual_seed(seed), model, state, device, what)
+    return {name: value.cpu() for name, value in weights.items()}
 
 
 def rating_data(rng: torch.Generator) -> tuple[Ratings, Ratings]:
@@ -395,30 +407,28 @@ def train_mf(student, rng: torch.Generator, device: str) -> tuple[list[float], f
     """The student's `MF(30, 943, 1682)` trained by the engine (`MF_TRAINING`), epoch by epoch;
     after each of the last `MF_CHECKPOINTS` epochs the weights come back and the reference measures them here on
     the held-out ratings, until one is within reach of the noise (`mf_reached`, `train_and_measure`). Returns those
-    RMSEs and the held-out noise level. The module must compute what the reference computes with its weights,
-    before the training (a wrong forward pass fails at once) and after it."""
+    RMSEs and the held-out noise level. The module must compute what the reference computes with random weights
+    before the training (a wrong forward pass fails at once) and with the trained ones after it."""
     U, I = ML100K_USERS, ML100K_ITEMS
-    model, _ = build_mf(student, MF_FACTORS, U, I, device, double=False)  # before the data: a stub fails at once
+    model, state = build_mf(student, MF_FACTORS, U, I, device, double=False)  # before the data: a stub fails at once
     train, test = rating_data(rng)
     seed = int(torch.randint(0, 2**31, (1,), generator=rng))
-    with training_with("`MF`"):
-        trainer = drive(student, "make_rating_trainer", model, train.user, train.item, train.rating,
-                        label="make_rating_trainer(MF, ...)", **MF_TRAINING.settings(seed))
-    noise = test.noise_rmse()
     users, items = test.user[:1000], test.item[:1000]
-
-    def weights() -> dict[str, torch.Tensor]:
-        return trained_parameters(student, model, mf_shapes(MF_FACTORS, U, I), what="`MF`", hint=MF_NAMES_HINT)
 
     def forward_matches(params: dict[str, torch.Tensor], *, trained: bool) -> None:
         expect_forward_matches(model, (users.to(device), items.to(device)), reference_mf(params, users, items),
                                name="MF(...)(user_id, item_id)", hint=MF_HINT, trained=trained)
 
+    forward_matches(random_start(student, model, state, seed, device, "`MF`"), trained=False)
+    with training_with("`MF`"):
+        trainer = drive(student, "make_rating_trainer", model, train.user, train.item, train.rating,
+                        label="make_rating_trainer(MF, ...)", **MF_TRAINING.settings(seed))
+    noise = test.noise_rmse()
+
     def measure() -> tuple[float, dict[str, torch.Tensor]]:
-        params = weights()
+        params = trained_parameters(student, model, mf_shapes(MF_FACTORS, U, I), what="`MF`", hint=MF_NAMES_HINT)
         return mf_rmse(params, test), params
 
-    forward_matches(weights(), trained=False)
     rmses, params = train_and_measure(student, trainer, MF_TRAINING, examples=len(train),
                                       checkpoints=MF_CHECKPOINTS, names="`MF`", measure=measure,
                                       reached=lambda found: mf_reached(found, noise))
@@ -648,35 +658,33 @@ def train_autorec(student, rng: torch.Generator, device: str) -> list[float]:
     each of the last `AUTOREC_CHECKPOINTS` epochs the weights come back and the reference measures them on the
     held-out ratings, until one reaches `AUTOREC_TARGET` (`train_and_measure`). `AUTOREC_QUICK`, then
     `AUTOREC_TRAINING` if none did (`quick_then_full`); returns the deciding training's RMSEs. The module must
-    compute what the reference computes, before each training (a wrong forward pass fails at once) and after it."""
+    compute what the reference computes with random weights before the trainings (a wrong forward pass fails at
+    once) and with the trained ones after them."""
     U = ML100K_USERS
-    model, _ = build_autorec(student, AUTOREC_HIDDEN, U, device, dropout=0.05, double=False)  # before the data
+    model, state = build_autorec(student, AUTOREC_HIDDEN, U, device, dropout=0.05, double=False)  # before the data
     train, test = rating_data(rng)
     rows = rating_matrix(train)[0].T.contiguous()                                        # (I, U)
     seed = int(torch.randint(0, 2**31, (1,), generator=rng))
 
     sample = rows[:200]
 
-    def weights() -> dict[str, torch.Tensor]:
-        return trained_parameters(student, model, autorec_shapes(AUTOREC_HIDDEN, U), what="`AutoRec`",
-                                  hint=AUTOREC_NAMES_HINT)
-
     def forward_matches(params: dict[str, torch.Tensor], *, trained: bool) -> None:
         expect_forward_matches(model, (sample.to(device),), reference_autorec(params, sample.double(), training=False),
                                name="AutoRec(...)(input) en modo eval", hint=AUTOREC_HINT, trained=trained)
 
     def measure() -> tuple[float, dict[str, torch.Tensor]]:
-        params = weights()
+        params = trained_parameters(student, model, autorec_shapes(AUTOREC_HIDDEN, U), what="`AutoRec`",
+                                    hint=AUTOREC_NAMES_HINT)
         return autorec_rmse(params, rows, test), params
 
     def run(recipe: Training) -> tuple[list[float], dict[str, torch.Tensor]]:
         with training_with("`AutoRec`"):  # the trainer re-initialises every weight: each recipe starts afresh
             trainer = drive(student, "make_autorec_trainer", model, rows, label="make_autorec_trainer(AutoRec, ...)",
                             **recipe.settings(seed))
-        forward_matches(weights(), trained=False)
         return train_and_measure(student, trainer, recipe, examples=len(rows), checkpoints=AUTOREC_CHECKPOINTS,
                                  names="`AutoRec`", measure=measure, reached=autorec_reached)
 
+    forward_matches(random_start(student, model, state, seed, device, "`AutoRec`"), trained=False)
     rmses, params = quick_then_full(run, lambda found: autorec_reached(found[0]), quick=AUTOREC_QUICK,
                                     full=AUTOREC_TRAINING)
     forward_matches(params, trained=True)
@@ -970,36 +978,34 @@ def train_neumf(student, rng: torch.Generator, device: str) -> tuple[list[tuple[
     every user's candidates here: (Hit@10, AUC) on the held-out items, until they beat the popularity baseline
     (`beats_popularity`, `train_and_measure`). `NEUMF_QUICK`, then `NEUMF_TRAINING` if they did not
     (`quick_then_full`). Returns the deciding training's results and the baseline's on the same data. The module
-    must compute what the reference computes with its weights, before each training (a wrong forward pass fails
-    at once) and after it.
+    must compute what the reference computes with random weights before the trainings (a wrong forward pass fails
+    at once) and with the trained ones after them.
 
     Two watched steps come first (with the quick recipe's batches), so the by-hand rules see `bpr_loss` at work in
     a training; the trainings are unwatched (the recorder would make them slower), as in Unit 3."""
     U, I = ML100K_USERS, ML100K_ITEMS
-    model, _, layers = build_neumf(student, NEUMF_FACTORS, U, I, NEUMF_HIDDENS, device, double=False)  # before the data
+    model, state, layers = build_neumf(student, NEUMF_FACTORS, U, I, NEUMF_HIDDENS, device,
+                                       double=False)  # before the data: a stub fails at once
     data = implicit_data(rng)
     baseline = popularity_baseline(data)
     shapes = neumf_shapes(NEUMF_FACTORS, U, I, NEUMF_HIDDENS, layers)
     seed = int(torch.randint(0, 2**31, (1,), generator=rng))
+    pairs = torch.arange(U), data.test_item  # every user with its held-out item (no draw from `rng`)
+    expect_forward_matches(model, tuple(ids.to(device) for ids in pairs),
+                           reference_neumf(random_start(student, model, state, seed, device, "`NeuMF`"), layers,
+                                           *pairs), name="NeuMF(...)(user_id, item_id)", hint=NEUMF_HINT,
+                           trained=False)
     trainer = make_bpr_trainer(student, model, data, NEUMF_QUICK.settings(seed))
     train_steps(student, trainer, 2, names="`NeuMF` o `bpr_loss`")
 
-    pairs = torch.arange(U), data.test_item  # every user with its held-out item (no draw from `rng`)
-
-    def weights() -> dict[str, torch.Tensor]:
-        return trained_parameters(student, model, shapes, what="`NeuMF`", hint=NEUMF_NAMES_HINT)
-
     def measure() -> tuple[tuple[float, float], dict[str, torch.Tensor]]:
-        params = weights()
+        params = trained_parameters(student, model, shapes, what="`NeuMF`", hint=NEUMF_NAMES_HINT)
         scores = ranking_scores(neumf_logit_matrix(params, layers, U, I), data)
         return reference_hit_and_auc(scores, data.test_item, NEUMF_K), params
 
     def run(recipe: Training) -> tuple[list[tuple[float, float]], dict[str, torch.Tensor]]:
         with unwatched():  # the trainer re-initialises every weight: each recipe starts afresh
             trainer = make_bpr_trainer(student, model, data, recipe.settings(seed))
-            expect_forward_matches(model, tuple(ids.to(device) for ids in pairs),
-                                   reference_neumf(weights(), layers, *pairs), name="NeuMF(...)(user_id, item_id)",
-                                   hint=NEUMF_HINT, trained=False)
             chunk = CHUNK_STEPS * NEUMF_TRAINING.batch_size // recipe.batch_size  # each call: the same examples
             return train_and_measure(student, trainer, recipe, examples=len(data.train_user),
                                      checkpoints=NEUMF_CHECKPOINTS, names="`NeuMF` o `bpr_loss`", measure=measure,
