@@ -66,3 +66,28 @@ def test_the_page_forbids_every_load_and_form_and_escapes_student_code():
     page = render_feedback(nb, info=PageInfo(student="<b>ana</b>", assignment="u1", score=1, max_score=2))
     assert "default-src 'none'" in page and "form-action 'none'" in page
     assert "<script" not in page and "&lt;script&gt;" in page and "<b>ana</b>" not in page
+
+
+def test_an_annotated_notebook_is_a_valid_notebook():
+    """Are the outputs the annotation writes (check reports, scores, printed text, dropped bytes, errors, a cell
+    that timed out) valid nbformat v4, as nbgrader and Jupyter read them, though each is made without a schema
+    check?"""
+    from autograder.nbgrader_bridge.annotate import annotate_notebook, set_scores
+
+    test_cell = nbformat.v4.new_code_cell("check('parte')", metadata={"nbgrader": {
+        "grade": True, "grade_id": "parte", "points": 2, "solution": False, "locked": True, "schema_version": 3}})
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("print('hola')"), nbformat.v4.new_code_cell("1 / 0"),
+        nbformat.v4.new_code_cell("while True: pass"), test_cell])
+    result = {"score": 1.0, "max_score": 2.0, "tests": [], "extra_data": {
+        "grade_cells": {"parte": {"score": 1.0, "max_score": 2.0}},
+        "cells": [
+            {"index": 1, "status": "ok", "preview": "print('hola')", "output": "hola\n", "output_dropped": 12},
+            {"index": 2, "status": "error", "preview": "1 / 0", "output": "",
+             "error": {"type": "ZeroDivisionError", "message": "division by zero", "traceback": "a\nb"}},
+            {"index": 3, "status": "timeout", "preview": "while True: pass", "output": ""}]}}
+    annotated = set_scores(annotate_notebook(nb, result), result)
+    nbformat.validate(annotated)
+    assert [len(cell.outputs) for cell in annotated.cells] == [2, 1, 1, 2]
+    assert annotated.cells[1].outputs[0].ename == "ZeroDivisionError"
+    assert annotated.cells[3].outputs[1].data["text/plain"] == "1"

@@ -127,6 +127,32 @@ def test_a_function_that_hung_in_a_cell_gets_a_short_limit_in_the_checks(demo_co
     assert "Timeout (" not in result["extra_data"]["output"]
 
 
+def test_one_slot_grades_each_submission_as_it_would_alone(demo_course, tmp_path):
+    """Graded one after another by a single slot, whose checks run in one pytest session for all of them, does each
+    submission get what it gets graded alone: a broken by-hand rule does not follow the next notebook, nor a
+    score the one after?"""
+    solution = demo_course.solutions_dir("demo") / "demo.ipynb"
+    release = demo_course.release_dir("demo") / "demo.ipynb"
+    adds = "def double(x):\n    return x + x"
+    folder = tmp_path / "class"
+    write(with_cells(solution, adds), folder / "a_adds.ipynb")
+    shutil.copy(solution, folder / "b_solution.ipynb")
+    shutil.copy(release, folder / "c_release.ipynb")
+    write(with_cells(solution, "# otra entrega\n" + adds), folder / "d_adds.ipynb")
+    together = grade(demo_course, "demo", [folder], tmp_path / "together", workers=1)
+    alone = grade(demo_course, "demo", [folder / "b_solution.ipynb"], tmp_path / "alone", workers=1)["b_solution"]
+
+    def seen(result):
+        return [(t["extra_data"]["check"], t["status"], t["score"], t["output"]) for t in result["tests"]]
+
+    assert seen(together["b_solution"]) == seen(alone) and alone["score"] == 4
+    assert together["c_release"]["score"] == 0
+    for name in ("a_adds", "d_adds"):
+        cells = together[name]["extra_data"]["grade_cells"]
+        assert cells["double"]["score"] == 0 and cells["counter"]["score"] == 2
+    assert seen(together["a_adds"]) == seen(together["d_adds"])
+
+
 DUMP = """antes
 Timeout (0:00:29.500000)!
 Thread 0x00007f0000000002 (most recent call first):

@@ -1,9 +1,10 @@
 """Grading submissions one after another in this trusted process.
 
 A `Grader` owns the collected checks and a zygote; `grade()` takes one submission
-from file to `SubmissionResult`. Whatever goes wrong (a malformed file, a worker
-that dies, a bug in a check) ends as a result with a clear message, never as an
-exception that could stop the batch.
+from file to `SubmissionResult`, and `serve()` does so for a slot's stream of jobs,
+keeping the checks' pytest session open between them. Whatever goes wrong (a
+malformed file, a worker that dies, a bug in a check) ends as a result with a clear
+message, never as an exception that could stop the batch.
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ from __future__ import annotations
 import time
 import traceback
 from dataclasses import asdict, replace
+from typing import Callable, Iterable, TypeVar
 
 from ..course import Assignment
 from ..errors import WorkerLost
 from .budgets import CellBudgets, load_budgets
-from .checks import CheckSuite
+from .checks import CheckSuite, RunChecks
 from .discover import Submission
 from .intake import InvalidSubmission, AutogradedCells, code_cells, read_notebook
 from .memory import memory_ceiling
@@ -43,6 +45,9 @@ GRADER_ERROR = (
     "No se pudo corregir tu entrega por un error del corrector (no es culpa de tu código). "
     "Los docentes volverán a corregirla."
 )
+
+
+J = TypeVar("J")
 
 
 class Grader:
@@ -85,7 +90,34 @@ class Grader:
     def close(self) -> None:
         self.zygote.close()
 
-    def grade(self, submission: Submission) -> SubmissionResult:
+    def serve(self, jobs: Iterable[tuple[J, Submission]], deliver: Callable[[J, SubmissionResult], None]) -> None:
+        """Grade each job's submission and `deliver` its result, in order, the checks running in one pytest session
+        for as long as it serves (`CheckSuite.serve`): a grader error, which may have left it in an unknown state,
+        closes it and the next submission opens another. Where no session starts, each submission is graded as
+        `grade` does, so each gets its result, however the checks failed."""
+        pending = iter(jobs)
+
+        def work(run_checks: RunChecks) -> bool:
+            """Whether every job was graded."""
+            for job, submission in pending:
+                result = self.grade(submission, run_checks=run_checks)
+                deliver(job, result)
+                if result.status == STATUS_ERROR:
+                    return False
+            return True
+
+        while True:
+            served = self.suite.serve(work)
+            if not served.started:
+                for job, submission in pending:
+                    deliver(job, self.grade(submission))
+                return
+            if served.value:
+                return
+
+    def grade(self, submission: Submission, *, run_checks: RunChecks | None = None) -> SubmissionResult:
+        """One submission's result; its checks run through `run_checks` (from `CheckSuite.serve`), or in a pytest
+        session of their own."""
         started = time.monotonic()
         result = SubmissionResult(
             student=submission.student, assignment=self.assignment.id,
@@ -100,7 +132,7 @@ class Grader:
             cells = [replace(cell, limit=self.budgets.limit(cell.source, cell_seconds=cell_seconds,
                                                              scale=self.options.timing_scale))
                      for cell in code_cells(notebook, tests=self.tests)]
-            self._run(cells, result)
+            self._run(cells, result, run_checks or self.suite.run)
         except InvalidSubmission as exc:
             result.status, result.message = STATUS_INVALID, str(exc)
             result.scores = score_checks(self.checks, [])
@@ -111,14 +143,14 @@ class Grader:
         result.seconds = time.monotonic() - started
         return result
 
-    def _run(self, cells: list, result: SubmissionResult) -> None:
+    def _run(self, cells: list, result: SubmissionResult, run_checks: RunChecks) -> None:
         session = SubmissionSession(self.zygote, cells, limits=self.options.limits, snapshots=self.snapshots)
         try:
             try:
                 session.ensure_worker()
             except WorkerLost:
                 pass  # every check will say why; the cell records say where
-            run = self.suite.run(session, cells=[(f"celda {c.index}", c.source) for c in cells])
+            run = run_checks(session, cells=[(f"celda {c.index}", c.source) for c in cells])
         finally:
             session.close()
             result.cells = [session.records[i] for i in sorted(session.records)]

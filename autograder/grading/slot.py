@@ -12,6 +12,7 @@ import json
 import os
 import traceback
 from pathlib import Path
+from typing import Iterable, Iterator
 
 from ..course import Course
 from ..worker.limits import hide_from_inspection
@@ -51,19 +52,26 @@ def main() -> None:
         cells[check.grade_id] = cells.get(check.grade_id, 0.0) + check.points
     send({"event": "ready", "grade_cells": cells, "zygote": grader.zygote.info,
           "isolation": grader.isolation.to_dict()})
+
+    def deliver(job: dict, result: SubmissionResult) -> None:
+        result.fingerprint = job["fingerprint"]
+        if job.get("source") is not None:  # a copy of the file (on a Dask worker): name the original
+            result.source = job["source"]
+        send(done_message(result))
+
     try:
-        for line in jobs:
-            job = json.loads(line)
-            submission = Submission(job["student"], Path(job["path"]) if job["path"] else None, job["problem"])
-            result = grader.grade(submission)
-            result.fingerprint = job["fingerprint"]
-            if job.get("source") is not None:  # a copy of the file (on a Dask worker): name the original
-                result.source = job["source"]
-            send(done_message(result))
+        grader.serve(read_jobs(jobs), deliver)
     finally:
         grader.close()
     replies.close()
     os._exit(0)  # every reply is written: skip the interpreter's teardown of torch and the checks (about a second)
+
+
+def read_jobs(lines: Iterable[str]) -> Iterator[tuple[dict, Submission]]:
+    """Each job line, with its submission, as the coordinator sends them."""
+    for line in lines:
+        job = json.loads(line)
+        yield job, Submission(job["student"], Path(job["path"]) if job["path"] else None, job["problem"])
 
 
 def done_message(result: SubmissionResult) -> dict:

@@ -39,26 +39,40 @@ def test_cell_outputs(result: dict, grade_id: str) -> list[nbformat.NotebookNode
     report = part_report(result, grade_id)
     score, _ = part_score(result, grade_id)
     return [
-        nbformat.v4.new_output("display_data", data={REPORT_MIME: report, "text/plain": report}),
-        nbformat.v4.new_output("execute_result", data={"text/plain": f"{score:g}"}, execution_count=None),
+        _output({"output_type": "display_data", "metadata": {}, "data": {REPORT_MIME: report, "text/plain": report}}),
+        _output({"output_type": "execute_result", "metadata": {}, "data": {"text/plain": f"{score:g}"},
+                 "execution_count": None}),
     ]
 
 
 def _sandbox_outputs(entry: dict) -> list[nbformat.NotebookNode]:
     outputs = []
     if entry.get("output"):
-        outputs.append(nbformat.v4.new_output("stream", name="stdout", text=entry["output"]))
+        outputs.append(_stream(str(entry["output"])))
     if entry.get("output_dropped"):
-        outputs.append(nbformat.v4.new_output(
-            "stream", name="stdout", text=f"[… {entry['output_dropped']} bytes de salida omitidos]\n"))
+        outputs.append(_stream(f"[… {entry['output_dropped']} bytes de salida omitidos]\n"))
     error = entry.get("error")
     if error:
         traceback = [line for line in str(error.get("traceback") or "").splitlines()]
-        outputs.append(nbformat.v4.new_output("error", ename=str(error.get("type", entry.get("status", ""))),
-                                              evalue=str(error.get("message", "")), traceback=traceback))
+        outputs.append(_error(str(error.get("type", entry.get("status", ""))), str(error.get("message", "")),
+                              traceback))
     elif entry.get("status") not in (None, "ok"):
-        outputs.append(nbformat.v4.new_output("error", ename=str(entry["status"]), evalue="", traceback=[]))
+        outputs.append(_error(str(entry["status"]), "", []))
     return outputs
+
+
+def _output(fields: dict) -> nbformat.NotebookNode:
+    """An output as `nbformat.v4.new_output` makes it, without its schema check of each output (about 1 ms, two
+    thirds of a feedback page's time): every field here is a string or a list of strings we made."""
+    return nbformat.from_dict(fields)
+
+
+def _stream(text: str) -> nbformat.NotebookNode:
+    return _output({"output_type": "stream", "name": "stdout", "text": text})
+
+
+def _error(ename: str, evalue: str, traceback: list[str]) -> nbformat.NotebookNode:
+    return _output({"output_type": "error", "ename": ename, "evalue": evalue, "traceback": traceback})
 
 
 def set_scores(nb: nbformat.NotebookNode, result: dict) -> nbformat.NotebookNode:

@@ -224,6 +224,19 @@ class CheckRun:
         self.rules: tuple[ByHand, ...] = ()
         self.verdicts: list[RuleVerdict] = []
 
+    def begin(self, make_student: Callable[[], object], *, watch: RuleWatch) -> None:
+        """Start another submission's run in the same session (`CheckSuite.serve`): its `student`, its watch, no
+        outcomes yet."""
+        self._make_student, self.watch = make_student, watch
+        self.outcomes, self.verdicts = [], []
+        watch.use(self.rules)
+
+    def conclude(self) -> None:
+        """Judge the by-hand rules of the run that ends (once: the source scan is not free)."""
+        watch, self.watch = self.watch, None
+        if watch is not None and self.rules:
+            self.verdicts = watch.verdicts()
+
     @pytest.fixture
     def student(self) -> object:
         """The submission's namespace: `student.NAME` is what the notebook defines."""
@@ -285,8 +298,7 @@ class CheckRun:
             self.watch.use(self.rules)
 
     def pytest_sessionfinish(self) -> None:
-        if self.watch is not None and self.rules:
-            self.verdicts = self.watch.verdicts()
+        self.conclude()
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if report.failed:
