@@ -4,6 +4,7 @@ run it would have had in a session of its own, and a broken session never costs 
 from __future__ import annotations
 
 import textwrap
+import uuid
 from pathlib import Path
 
 import pytest
@@ -36,6 +37,7 @@ def table():
 @pytest.mark.points(1)
 def test_double(student, table):
     """double"""
+    assert "seen" not in table, "a module fixture outlived its run"
     table["seen"] = True
     assert float(student.double(torch.tensor(3.0))) == 6.0, "double(3) != 6"
 
@@ -51,8 +53,10 @@ def test_records_one_property(student, request):
 
 @pytest.fixture
 def suite(tmp_path) -> CheckSuite:
+    """The probe checks in a module of their own: pytest keeps an imported module by name, and the log its
+    fixture writes is beside its file."""
     (tmp_path / "checks").mkdir()
-    path = tmp_path / "checks" / "test_serve_probe.py"
+    path = tmp_path / "checks" / f"test_serve_probe_{uuid.uuid4().hex}.py"
     path.write_text(textwrap.dedent(CHECKS))
     return CheckSuite([path])
 
@@ -149,7 +153,7 @@ def test_a_grader_error_closes_the_session_and_the_next_submission_opens_another
     and does every submission get exactly one result, in order?"""
     grader, graded = scripted_grader(FakeSuite([True]), errors={"b"})
     delivered = []
-    grader.serve(jobs("a", "b", "c", "d"), lambda job, result: delivered.append((job, result.status)))
+    grader.serve(jobs("a", "b", "c", "d"), deliver=lambda job, result: delivered.append((job, result.status)))
     assert graded == [("a", 1), ("b", 1), ("c", 2), ("d", 2)]
     assert delivered == [("a", "graded"), ("b", "error"), ("c", "graded"), ("d", "graded")]
 
@@ -159,25 +163,27 @@ def test_where_no_session_starts_each_submission_is_graded_on_its_own():
     which says why) instead of being dropped?"""
     grader, graded = scripted_grader(FakeSuite([True, False]), errors={"a"})
     delivered = []
-    grader.serve(jobs("a", "b", "c"), lambda job, result: delivered.append(job))
+    grader.serve(jobs("a", "b", "c"), deliver=lambda job, result: delivered.append(job))
     assert graded == [("a", 1), ("b", None), ("c", None)]
     assert delivered == ["a", "b", "c"]
 
 
-def test_a_run_whose_machinery_fails_raises_suite_error(suite, monkeypatch):
-    """Does a failure of the run's own machinery (here the by-hand rules' judge, not a check) come out of
-    `run_checks` as `SuiteError`, so that the grader gives that submission an error result and closes the
-    session?"""
+@pytest.mark.parametrize("where", ["report", "verdicts"])
+def test_a_run_whose_machinery_fails_raises_suite_error(suite, monkeypatch, where):
+    """Does a failure of the run's own machinery, not of a check (a report hook in the middle of the items, or the
+    by-hand rules' judge at the end), come out of `run_checks` as `SuiteError`, so that the grader gives that
+    submission an error result and closes the session, and does the session then close cleanly?"""
+    from autograder.plugin import CheckRun
     from autograder.rules import RuleWatch
 
-    def broken(self):
+    def broken(*args, **kwargs):
         raise RuntimeError("the machinery broke")
 
-    monkeypatch.setattr(RuleWatch, "verdicts", broken)
+    monkeypatch.setattr(*((CheckRun, "_record") if where == "report" else (RuleWatch, "verdicts")), broken)
 
     def work(run_checks):
         with pytest.raises(SuiteError, match="the machinery broke"):
-            run_checks(LocalTransport(namespace("def double(x):\n    return 2 * x")), cells=[])
+            run_checks(LocalTransport(namespace("def double(x):\n    return 2 * x")), cells=[("celda 1", "")])
         return True
 
     assert suite.serve(work).value is True

@@ -127,10 +127,11 @@ def test_a_function_that_hung_in_a_cell_gets_a_short_limit_in_the_checks(demo_co
     assert "Timeout (" not in result["extra_data"]["output"]
 
 
-def test_one_slot_grades_each_submission_as_it_would_alone(demo_course, tmp_path):
+def test_one_slot_grades_each_submission_on_its_own(demo_course, tmp_path):
     """Graded one after another by a single slot, whose checks run in one pytest session for all of them, does each
-    submission get what it gets graded alone: a broken by-hand rule does not follow the next notebook, nor a
-    score the one after?"""
+    submission get its own verdicts: a broken by-hand rule does not follow the next notebook, nor a score the one
+    after, and the same code gets the same result wherever it comes? (tests/test_check_sessions.py compares a
+    served run with a session of its own.)"""
     solution = demo_course.solutions_dir("demo") / "demo.ipynb"
     release = demo_course.release_dir("demo") / "demo.ipynb"
     adds = "def double(x):\n    return x + x"
@@ -140,12 +141,12 @@ def test_one_slot_grades_each_submission_as_it_would_alone(demo_course, tmp_path
     shutil.copy(release, folder / "c_release.ipynb")
     write(with_cells(solution, "# otra entrega\n" + adds), folder / "d_adds.ipynb")
     together = grade(demo_course, "demo", [folder], tmp_path / "together", workers=1)
-    alone = grade(demo_course, "demo", [folder / "b_solution.ipynb"], tmp_path / "alone", workers=1)["b_solution"]
 
     def seen(result):
         return [(t["extra_data"]["check"], t["status"], t["score"], t["output"]) for t in result["tests"]]
 
-    assert seen(together["b_solution"]) == seen(alone) and alone["score"] == 4
+    assert together["b_solution"]["score"] == 4
+    assert {status for _, status, _, _ in seen(together["b_solution"])} == {"passed"}
     assert together["c_release"]["score"] == 0
     for name in ("a_adds", "d_adds"):
         cells = together[name]["extra_data"]["grade_cells"]

@@ -90,7 +90,7 @@ class Grader:
     def close(self) -> None:
         self.zygote.close()
 
-    def serve(self, jobs: Iterable[tuple[J, Submission]], deliver: Callable[[J, SubmissionResult], None]) -> None:
+    def serve(self, jobs: Iterable[tuple[J, Submission]], *, deliver: Callable[[J, SubmissionResult], None]) -> None:
         """Grade each job's submission and `deliver` its result, in order, the checks running in one pytest session
         for as long as it serves (`CheckSuite.serve`): a grader error, which may have left it in an unknown state,
         closes it and the next submission opens another. Where no session starts, each submission is graded as

@@ -2,8 +2,8 @@
 
 `autograder grade --profile` prints it after the summary. Each result records how long
 the submission took in its slot (`execution_time`), each cell's run time and each check
-case's time; the rest is the submission's overhead (worker starts and restarts, the
-checks' pytest session, the source scan, the codec).
+case's time; the rest is the submission's overhead (worker starts and restarts, pytest's
+protocol around the checks, the source scan, the codec).
 """
 
 from __future__ import annotations

@@ -60,7 +60,7 @@ def main() -> None:
         send(done_message(result))
 
     try:
-        grader.serve(read_jobs(jobs), deliver)
+        grader.serve(read_jobs(jobs), deliver=deliver)
     finally:
         grader.close()
     replies.close()
