@@ -1,10 +1,11 @@
 """The engine's training drivers, run in this process (in grading they run in the worker, next to the student's
 code)."""
 
+import pytest
 import torch
 from torch import nn
 
-from autograder.drivers import fused_adam, make_rating_trainer, make_trainer, train_steps
+from autograder.drivers import fused_adam, make_bpr_trainer, make_rating_trainer, make_trainer, train_steps
 
 
 def trained(calls: list[tuple[int, int | None]]) -> tuple[list[float], torch.Tensor]:
@@ -66,3 +67,33 @@ def test_the_recommender_trainers_adam_steps_like_the_for_loop_adam(monkeypatch)
 
     monkeypatch.setattr(torch.optim, "Adam", NoFusedKernel)
     assert not fused_adam([nn.Parameter(torch.zeros(3))], lr=0.1).defaults.get("fused")
+
+
+def bpr_trainer(users: list[int], items: list[int], num_users: int, num_items: int, seed: int = 0):
+    model = nn.Embedding(max(num_users, num_items), 2)  # never called: only the negatives are drawn here
+    return make_bpr_trainer(model, lambda pos, neg: (neg - pos).mean(), torch.tensor(users), torch.tensor(items),
+                            num_users, num_items, init_std=0.1, lr=0.01, weight_decay=0.0, batch_size=4, seed=seed)
+
+
+def test_bpr_negatives_are_uniform_among_each_users_unseen_items():
+    """Is every negative an item its user never interacted with, each of those equally likely (a chi-square test
+    over 60 000 draws, for a user who saw most items and one who saw few), the same draws for the same seed and
+    others for another; and is a user who saw every item refused?"""
+    seen = {0: [0, 1, 2, 3, 4, 5, 7, 8], 1: [9], 2: [0, 2, 4, 6, 8]}  # of 10 items: 0 has 2 left, 1 has 9
+    users = [u for u, items in seen.items() for _ in items]
+    items = [i for items in seen.values() for i in items]
+    trainer = bpr_trainer(users, items, 3, 10)
+    asked = torch.tensor([0, 1, 2]).repeat(20_000)                                  # (60 000,)
+    drawn = trainer.negatives(asked)
+    for user, items_seen in seen.items():
+        got = drawn[asked == user]
+        unseen = sorted(set(range(10)) - set(items_seen))
+        assert sorted(got.unique().tolist()) == unseen
+        counts = torch.bincount(got, minlength=10)[unseen].double()
+        expected = len(got) / len(unseen)
+        chi2 = float(((counts - expected) ** 2 / expected).sum())
+        assert chi2 < 30, (user, counts.tolist())  # the 0.999 quantile with 8 degrees of freedom is 26.1
+    assert torch.equal(bpr_trainer(users, items, 3, 10).negatives(asked), drawn)
+    assert not torch.equal(bpr_trainer(users, items, 3, 10, seed=1).negatives(asked), drawn)
+    with pytest.raises(ValueError, match="item left"):
+        bpr_trainer([0, 0, 1], [0, 1, 0], 2, 2)
