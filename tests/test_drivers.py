@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from autograder.drivers import fused_adam, make_bpr_trainer, make_rating_trainer, make_trainer, train_steps
+from autograder.drivers import BPRTrainer, fused_adam, make_bpr_trainer, make_rating_trainer, make_trainer, train_steps
 
 
 def trained(calls: list[tuple[int, int | None]]) -> tuple[list[float], torch.Tensor]:
@@ -69,7 +69,11 @@ def test_the_recommender_trainers_adam_steps_like_the_for_loop_adam(monkeypatch)
     assert not fused_adam([nn.Parameter(torch.zeros(3))], lr=0.1).defaults.get("fused")
 
 
-def bpr_trainer(users: list[int], items: list[int], num_users: int, num_items: int, seed: int = 0):
+#: The chi-square distribution's 0.999 quantile, by degrees of freedom.
+CHI2_999 = {1: 10.83, 4: 18.47, 8: 26.12}
+
+
+def bpr_trainer(users: list[int], items: list[int], num_users: int, num_items: int, seed: int = 0) -> BPRTrainer:
     model = nn.Embedding(max(num_users, num_items), 2)  # never called: only the negatives are drawn here
     return make_bpr_trainer(model, lambda pos, neg: (neg - pos).mean(), torch.tensor(users), torch.tensor(items),
                             num_users, num_items, init_std=0.1, lr=0.01, weight_decay=0.0, batch_size=4, seed=seed)
@@ -92,7 +96,7 @@ def test_bpr_negatives_are_uniform_among_each_users_unseen_items():
         counts = torch.bincount(got, minlength=10)[unseen].double()
         expected = len(got) / len(unseen)
         chi2 = float(((counts - expected) ** 2 / expected).sum())
-        assert chi2 < 30, (user, counts.tolist())  # the 0.999 quantile with 8 degrees of freedom is 26.1
+        assert chi2 < CHI2_999[len(unseen) - 1], (user, counts.tolist())
     assert torch.equal(bpr_trainer(users, items, 3, 10).negatives(asked), drawn)
     assert not torch.equal(bpr_trainer(users, items, 3, 10, seed=1).negatives(asked), drawn)
     with pytest.raises(ValueError, match="item left"):

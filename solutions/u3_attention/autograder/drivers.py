@@ -351,8 +351,7 @@ class BPRTrainer(RecommenderTrainer):
 
     def negatives(self, users: torch.Tensor) -> torch.Tensor:
         """(B,) items, each uniform among its user's unseen ones: the r-th of them for r uniform in [0, count), one
-        draw per example. (Redrawing seen items instead took a few hundred rounds a batch for a user who saw most
-        items, each round a handful of small ops, which the by-hand rules' recorder then watched one by one.)"""
+        draw per example, whatever share of the items the user saw (README, *Unit 4*)."""
         count = self.unseen_count[users]                                     # (B,)
         r = (torch.rand(users.shape, generator=self.generator, dtype=torch.float64) * count).long()
         return self.unseen_first[users, torch.minimum(r, count - 1)]
