@@ -353,8 +353,8 @@ class BPRTrainer(RecommenderTrainer):
         """(B,) items, each uniform among its user's unseen ones: the r-th of them for r uniform in [0, count), one
         draw per example, whatever share of the items the user saw (README, *Unit 4*)."""
         count = self.unseen_count[users]                                     # (B,)
-        r = (torch.rand(users.shape, generator=self.generator, dtype=torch.float64) * count).long()
-        return self.unseen_first[users, torch.minimum(r, count - 1)]
+        u = torch.rand(users.shape, generator=self.generator, dtype=torch.float64)  # at most 1 - 2**-53
+        return self.unseen_first[users, (u * count).long()]  # u * count < count: it never rounds up to count
 
     def loss(self, batch: torch.Tensor) -> torch.Tensor:
         u, i = self.users[batch], self.items[batch]

@@ -923,13 +923,14 @@ NEUMF_TRAINING = Training(init_std=0.01, lr=0.005, weight_decay=0.0, batch_size=
 #: time. Over seeds 1000-1029 (`bench/training_margins.py --check neumf --quick`) the smaller of the solution's two
 #: margins past the thresholds is 0.000-0.043 with it (one seed just short of 0, which falls back to the full
 #: recipe), 0.017-0.044 with the full recipe (0.017-0.043 over seeds 1030-1059; negatives drawn by redrawing seen
-#: items gave 0.027-0.045 and 0.018-0.047 for the same seeds); a training that misses with it is run again, same data and seed, with `NEUMF_TRAINING`.
+#: items gave 0.027-0.045 and 0.018-0.047 for the same seeds); a training that misses with it is run again, same
+#: data and seed, with `NEUMF_TRAINING`.
 NEUMF_QUICK = Training(init_std=0.01, lr=0.01, weight_decay=0.0, batch_size=1024, epochs=5)
 NEUMF_CHECKPOINTS = 3  # the best of the last three epochs counts, for Hit@10 and AUC each
 NEUMF_K = 10
 #: Over the popularity baseline. The solution's best of the last three epochs beats it by 0.032-0.110 in Hit@10
-#: and by 0.037-0.064 in AUC (seeds 1000-1059, `bench/training_margins.py --check neumf`); a model that ranks by popularity alone ties it, and one that ranks
-#: backwards (the BPR difference swapped) misses both by far.
+#: and by 0.037-0.064 in AUC (seeds 1000-1059, `bench/training_margins.py --check neumf`); a model that ranks by
+#: popularity alone ties it, and one that ranks backwards (the BPR difference swapped) misses both by far.
 NEUMF_HIT_MARGIN, NEUMF_AUC_MARGIN = 0.015, 0.02
 
 
