@@ -29,6 +29,12 @@ BUGS = {
         "    return (self.P(user_id) * self.Q(item_id)).sum(dim=1)\n"
         "MF.forward = _no_biases",
         {"mf", "mf_training"}),
+    "mf_factors_frozen": Bug(  # the right predictions, but only the biases learn: both recipes miss
+        "def _frozen_factors(self, user_id, item_id):\n"
+        "    dot = (self.P(user_id).detach() * self.Q(item_id).detach()).sum(dim=1)\n"
+        "    return dot + self.user_bias(user_id).squeeze(-1) + self.item_bias(item_id).squeeze(-1)\n"
+        "MF.forward = _frozen_factors",
+        {"mf", "mf_training"}),
     "als_unobserved_entries_counted_as_zeros": Bug(
         "def als_update(R, mask, Q, lam):\n"
         "    A = Q.T @ Q + lam * torch.eye(Q.shape[1], dtype=Q.dtype, device=Q.device)\n"

@@ -8,9 +8,10 @@ from torch import nn
 
 from autograder.checks.u4_recsys import common
 from autograder.checks.u4_recsys.common import (
-    AUTOREC_QUICK, AUTOREC_TRAINING, ReferenceNeuMF, Training, neumf_logit_matrix, quick_then_full,
-    reference_neumf_logits, train_and_measure,
+    AUTOREC_QUICK, AUTOREC_TRAINING, ReferenceNeuMF, Training, autorec_rmse, checkpoint_epochs, neumf_logit_matrix,
+    quick_then_full, reference_autorec, reference_neumf_logits, train_and_measure,
 )
+from autograder.checklib.ratings import Ratings
 from autograder.errors import CheckFailure, WorkerTimeout
 from autograder.remote import Client, LocalTransport, StudentNamespace
 
@@ -80,7 +81,8 @@ def test_the_full_recipes_failure_stands_and_a_hang_stops_at_once():
 RECIPE = Training(init_std=0.01, lr=0.01, weight_decay=0.0, batch_size=100, epochs=6)  # 3 steps of 100 per epoch
 
 
-def measured_run(monkeypatch, values: list[float], *, reached=lambda found: min(found) <= 0.75, chunk: int = 2):
+def measured_run(monkeypatch, values: list[float], *, reached=lambda found: min(found) <= 0.75, chunk: int = 2,
+                 recipe: Training = RECIPE):
     """`train_and_measure` over 300 examples with 3 checkpoints, the worker's steps recorded instead of run; the
     checkpoints measure `values` in turn. Returns its result and the step count of each call."""
     calls: list[int] = []
@@ -89,7 +91,7 @@ def measured_run(monkeypatch, values: list[float], *, reached=lambda found: min(
 
     def measure():
         return next(measured), {"after steps": sum(calls)}
-    found = train_and_measure(None, None, RECIPE, examples=300, checkpoints=3, names="`AutoRec`", measure=measure,
+    found = train_and_measure(None, None, recipe, examples=300, checkpoints=3, names="`AutoRec`", measure=measure,
                               reached=reached, chunk=chunk)
     return found, calls
 
@@ -109,6 +111,48 @@ def test_a_training_that_never_reaches_the_target_runs_every_epoch(monkeypatch):
     (values, params), calls = measured_run(monkeypatch, [0.80, 0.79, 0.77])
     assert values == [0.80, 0.79, 0.77]
     assert sum(calls) == 18 and params == {"after steps": 18}
+
+
+def test_a_recipes_early_checkpoints_are_measured_and_can_stop_the_training(monkeypatch):
+    """With early checkpoints after epochs 1 and 2 of 6 (3 steps each), is the training measured after epochs 1, 2,
+    4, 5 and 6 when it never reaches the target, and does it stop after epoch 2 when that checkpoint reaches it?"""
+    recipe = Training(init_std=0.01, lr=0.01, weight_decay=0.0, batch_size=100, epochs=6, early_checkpoints=(1, 2))
+    calls: list[int] = []
+    monkeypatch.setattr(common, "train_steps", lambda student, trainer, count, *, names: calls.append(count))
+
+    def measure():  # the value is the number of steps taken so far
+        return sum(calls), {}
+
+    def run(target_steps: int) -> list[int]:
+        calls.clear()
+        values, _ = train_and_measure(None, None, recipe, examples=300, checkpoints=3, names="`AutoRec`",
+                                      measure=measure, reached=lambda found: found[-1] == target_steps)
+        return values
+    assert run(target_steps=-1) == [3, 6, 12, 15, 18]
+    assert run(target_steps=6) == [3, 6] and sum(calls) == 6
+
+
+@pytest.mark.parametrize("early", [(0,), (4,), (7,)])
+def test_early_checkpoints_outside_the_epochs_before_the_last_ones_are_refused(early):
+    """Is an early checkpoint at epoch 0, among the last three of six, or past the end a mistake in the recipe?"""
+    recipe = Training(init_std=0.01, lr=0.01, weight_decay=0.0, batch_size=100, epochs=6, early_checkpoints=early)
+    with pytest.raises(ValueError, match="early checkpoints"):
+        checkpoint_epochs(recipe, 3)
+
+
+def test_the_autorec_rmse_at_the_test_entries_equals_the_full_reconstruction_read_there():
+    """Does `autorec_rmse`, which evaluates the decoder only at the held-out entries, equal the RMSE of the full
+    eval-mode reconstruction (`reference_autorec`) read at those entries?"""
+    torch.manual_seed(3)
+    I, U, h, n = 30, 20, 7, 50
+    rows = torch.randint(0, 6, (I, U)).float()                                            # (I, U), 0 = missing
+    shapes = {"encoder.weight": (h, U), "encoder.bias": (h,), "decoder.weight": (U, h), "decoder.bias": (U,)}
+    params = {name: torch.randn(shape, dtype=torch.float64) for name, shape in shapes.items()}
+    test = Ratings(user=torch.randint(0, U, (n,)), item=torch.randint(0, I, (n,)),
+                   rating=torch.randint(1, 6, (n,)).float(), timestamp=torch.arange(n), num_users=U, num_items=I)
+    full = reference_autorec(params, rows.double(), training=False)[test.item, test.user]   # (n,)
+    expected = float(((full - test.rating.double()) ** 2).mean().sqrt())
+    assert autorec_rmse(params, rows, test) == pytest.approx(expected, rel=1e-12)
 
 
 def test_stopping_early_sees_every_value_so_far(monkeypatch):

@@ -196,13 +196,15 @@ def module_gradient_case(student, rng: torch.Generator, model: RemoteRef, weight
 
 @dataclass(frozen=True)
 class Training:
-    """A training of the engine's drivers: every parameter re-initialised from N(0, init_std), then Adam."""
+    """A training of the engine's drivers: every parameter re-initialised from N(0, init_std), then Adam.
+    `early_checkpoints`: epochs before the last few after which the weights are measured too (`train_and_measure`)."""
 
     init_std: float
     lr: float
     weight_decay: float
     batch_size: int
     epochs: int
+    early_checkpoints: tuple[int, ...] = ()
 
     def settings(self, seed: int) -> dict:
         return {"init_std": self.init_std, "lr": self.lr, "weight_decay": self.weight_decay,
@@ -255,23 +257,33 @@ def replay_steps(student, trainer: RemoteRef, count: int, *, names: str) -> None
         train_steps(student, trainer, min(REPLAY_CALL_STEPS, count - start), names=names)
 
 
+def checkpoint_epochs(recipe: Training, checkpoints: int) -> frozenset[int]:
+    """The epochs after which a training measures: the last `checkpoints` and the recipe's early ones."""
+    if not 1 <= checkpoints <= recipe.epochs:
+        raise ValueError(f"{checkpoints} checkpoints in {recipe.epochs} epochs")
+    if not all(1 <= epoch <= recipe.epochs - checkpoints for epoch in recipe.early_checkpoints):
+        raise ValueError(f"early checkpoints {recipe.early_checkpoints} outside epochs 1 to "
+                         f"{recipe.epochs - checkpoints}")
+    return frozenset(recipe.early_checkpoints) | frozenset(range(recipe.epochs - checkpoints + 1, recipe.epochs + 1))
+
+
 def train_and_measure(student, trainer: RemoteRef, recipe: Training, *, examples: int, checkpoints: int,
                       names: str, measure: Callable[[], tuple[T, dict[str, torch.Tensor]]],
                       reached: Callable[[list[T]], bool], chunk: int = CHUNK_STEPS) -> tuple[list[T], dict]:
     """`recipe.epochs` epochs of `examples` examples, in calls into the worker of at most `chunk` steps (so none
-    runs long). After each of the last `checkpoints` epochs, `measure()` brings the weights back and measures them:
-    (value, weights). The training stops at the first checkpoint where `reached(values so far)`: a check asks that
-    some checkpoint reaches its target, so the epochs after that one could not turn the pass into a miss, and they
-    are skipped (a failure of their own, weights going non-finite after the target was reached, is not looked
-    for). A training that never reaches it runs every epoch. Returns the values and the last weights measured."""
-    if not 1 <= checkpoints <= recipe.epochs:
-        raise ValueError(f"{checkpoints} checkpoints in {recipe.epochs} epochs")
+    runs long). After each of the last `checkpoints` epochs, and after each of `recipe.early_checkpoints`,
+    `measure()` brings the weights back and measures them: (value, weights). The training stops at the first
+    checkpoint where `reached(values so far)`: a check asks that some checkpoint reaches its target, so the epochs
+    after that one could not turn the pass into a miss, and they are skipped (a failure of their own, weights going
+    non-finite after the target was reached, is not looked for). A training that never reaches it runs every
+    epoch. Returns the values and the last weights measured."""
+    measured = checkpoint_epochs(recipe, checkpoints)
     steps_per_epoch = recipe.steps_per_epoch(examples)
     values: list[T] = []
     for epoch in range(1, recipe.epochs + 1):
         for start in range(0, steps_per_epoch, chunk):
             train_steps(student, trainer, min(chunk, steps_per_epoch - start), names=names)
-        if epoch > recipe.epochs - checkpoints:
+        if epoch in measured:
             value, params = measure()
             values.append(value)
             if reached(values):
@@ -359,6 +371,11 @@ MF_FACTORS = 30
 #: noise level (0.069-0.088 with d2l's recipe), so `MF_MARGIN` leaves it 0.021 of slack (0.033 before); a single
 #: factor, 0.20-0.24; the item and user biases alone, about 0.20.
 MF_TRAINING = Training(init_std=0.1, lr=0.006, weight_decay=1e-5, batch_size=2048, epochs=10)
+#: Tried first (`quick_then_full`): a larger step for 6 epochs, 60 % of the steps. Over seeds 1000-1059
+#: (`bench/training_margins.py --check mf --quick`) the solution ends 0.018-0.047 inside `MF_MARGIN` with it,
+#: 0.021-0.050 with the full recipe, and the check stops after epoch 4 or 5 of 6 (mean 4.2) instead of after epoch 8
+#: of 10. A training that misses with it is run again, same data and seed, with `MF_TRAINING`.
+MF_QUICK = Training(init_std=0.1, lr=0.01, weight_decay=1e-5, batch_size=2048, epochs=6)
 MF_CHECKPOINTS = 3  # the best held-out RMSE of the last three epochs counts
 MF_MARGIN = 0.12    # over the noise level
 
@@ -404,34 +421,36 @@ def rating_data(rng: torch.Generator) -> tuple[Ratings, Ratings]:
 
 
 def train_mf(student, rng: torch.Generator, device: str) -> tuple[list[float], float]:
-    """The student's `MF(30, 943, 1682)` trained by the engine (`MF_TRAINING`), epoch by epoch;
-    after each of the last `MF_CHECKPOINTS` epochs the weights come back and the reference measures them here on
-    the held-out ratings, until one is within reach of the noise (`mf_reached`, `train_and_measure`). Returns those
-    RMSEs and the held-out noise level. The module must compute what the reference computes with random weights
-    before the training (a wrong forward pass fails at once) and with the trained ones after it."""
+    """The student's `MF(30, 943, 1682)` trained by the engine, epoch by epoch; after each of the last
+    `MF_CHECKPOINTS` epochs the weights come back and the reference measures them here on the held-out ratings,
+    until one is within reach of the noise (`mf_reached`, `train_and_measure`). `MF_QUICK`, then `MF_TRAINING` if
+    none was (`quick_then_full`). Returns the deciding training's RMSEs and the held-out noise level. The module
+    must compute what the reference computes with random weights before the trainings (a wrong forward pass fails
+    at once) and with the trained ones after them."""
     U, I = ML100K_USERS, ML100K_ITEMS
     model, state = build_mf(student, MF_FACTORS, U, I, device, double=False)  # before the data: a stub fails at once
     train, test = rating_data(rng)
     seed = int(torch.randint(0, 2**31, (1,), generator=rng))
     users, items = test.user[:1000], test.item[:1000]
+    noise = test.noise_rmse()
 
     def forward_matches(params: dict[str, torch.Tensor], *, trained: bool) -> None:
         expect_forward_matches(model, (users.to(device), items.to(device)), reference_mf(params, users, items),
                                name="MF(...)(user_id, item_id)", hint=MF_HINT, trained=trained)
 
-    forward_matches(random_start(student, model, state, seed, device, "`MF`"), trained=False)
-    with training_with("`MF`"):
-        trainer = drive(student, "make_rating_trainer", model, train.user, train.item, train.rating,
-                        label="make_rating_trainer(MF, ...)", **MF_TRAINING.settings(seed))
-    noise = test.noise_rmse()
-
     def measure() -> tuple[float, dict[str, torch.Tensor]]:
         params = trained_parameters(student, model, mf_shapes(MF_FACTORS, U, I), what="`MF`", hint=MF_NAMES_HINT)
         return mf_rmse(params, test), params
 
-    rmses, params = train_and_measure(student, trainer, MF_TRAINING, examples=len(train),
-                                      checkpoints=MF_CHECKPOINTS, names="`MF`", measure=measure,
-                                      reached=lambda found: mf_reached(found, noise))
+    def run(recipe: Training) -> tuple[list[float], dict[str, torch.Tensor]]:
+        with training_with("`MF`"):  # the trainer re-initialises every weight: each recipe starts afresh
+            trainer = drive(student, "make_rating_trainer", model, train.user, train.item, train.rating,
+                            label="make_rating_trainer(MF, ...)", **recipe.settings(seed))
+        return train_and_measure(student, trainer, recipe, examples=len(train), checkpoints=MF_CHECKPOINTS,
+                                 names="`MF`", measure=measure, reached=lambda found: mf_reached(found, noise))
+
+    forward_matches(random_start(student, model, state, seed, device, "`MF`"), trained=False)
+    rmses, params = quick_then_full(run, lambda found: mf_reached(found[0], noise), quick=MF_QUICK, full=MF_TRAINING)
     forward_matches(params, trained=True)
     return rmses, noise
 
@@ -634,9 +653,12 @@ AUTOREC_HIDDEN = 100
 AUTOREC_TRAINING = Training(init_std=0.01, lr=0.01, weight_decay=1e-5, batch_size=256, epochs=60)
 #: Tried first (`quick_then_full`), in 61 % of the training time. Over seeds 1000-1029 (`bench/training_margins.py
 #: --check autorec --quick`) the solution ends 0.004-0.078 under the target with it, 0.038-0.093 with the full
-#: recipe; a training that misses with it is run again, same data and seed, with `AUTOREC_TRAINING`.
-AUTOREC_QUICK = Training(init_std=0.01, lr=0.02, weight_decay=1e-5, batch_size=256, epochs=40)
-AUTOREC_CHECKPOINTS = 5  # the best held-out RMSE of the last five epochs counts
+#: recipe; a training that misses with it is run again, same data and seed, with `AUTOREC_TRAINING`. It is also
+#: measured every fourth epoch before its last five: the solution first reaches the target after epoch 13 to 34
+#: (median 23, seeds 1000-1029), so the check stops after epoch 16 to 36 (mean 23.7) instead of after epoch 36.
+AUTOREC_QUICK = Training(init_std=0.01, lr=0.02, weight_decay=1e-5, batch_size=256, epochs=40,
+                         early_checkpoints=(16, 20, 24, 28, 32))
+AUTOREC_CHECKPOINTS = 5  # the best held-out RMSE of the last five epochs (and the quick recipe's early ones) counts
 #: The solution: 0.651-0.712 (50 seeds); item and user biases: 0.76, item means: 0.84.
 AUTOREC_TARGET = 0.75
 
@@ -648,9 +670,12 @@ def autorec_reached(rmses: list[float]) -> bool:
 
 def autorec_rmse(params: dict[str, torch.Tensor], rows: torch.Tensor, test: Ratings) -> float:
     """Held-out RMSE of the reference AutoRec in eval mode (float64) on the training rows (items, users), read at
-    the test entries."""
-    predictions = reference_autorec(params, rows.double(), training=False)                # (I, U)
-    return float(((predictions[test.item, test.user] - test.rating.double()) ** 2).mean().sqrt())
+    the test entries: the decoder evaluated at those entries only (`reference_autorec`'s output there, summed in
+    another order)."""
+    hidden = autorec_hidden(params, rows.double())                                       # (I, h)
+    weight, bias = params["decoder.weight"], params["decoder.bias"]                      # (U, h), (U,)
+    predictions = (hidden[test.item] * weight[test.user]).sum(dim=1) + bias[test.user]   # (N,)
+    return float(((predictions - test.rating.double()) ** 2).mean().sqrt())
 
 
 def train_autorec(student, rng: torch.Generator, device: str) -> list[float]:
