@@ -15,7 +15,7 @@ much it beat popularity in Hit@10 and in AUC.
 One thread, in this process. Usage:
 
     .venv/bin/python bench/training_margins.py [--check neumf] [--quick] [--seeds 20] [--first-seed 0]
-        [--batch-size 1024 --lr 0.01 --epochs 5]
+        [--batch-size 1024 --lr 0.01 --epochs 5] [--early-checkpoints 16,20]
 """
 
 from __future__ import annotations
@@ -138,19 +138,26 @@ def main() -> None:
     for field in ("batch_size", "epochs"):
         parser.add_argument(f"--{field.replace('_', '-')}", type=int, help="instead of the check's")
     parser.add_argument("--lr", type=float, help="instead of the check's")
+    parser.add_argument("--early-checkpoints", type=lambda text: tuple(int(e) for e in text.split(",") if e),
+                        help="comma-separated epochs measured before the last ones, instead of the check's (none "
+                             "when --epochs is given)")
     parser.add_argument("--quick", action="store_true",
                         help="the quick recipe the check tries first, not the full one")
     args = parser.parse_args()
     torch.set_num_threads(1)
     overrides = {k: v for k, v in (("batch_size", args.batch_size), ("epochs", args.epochs), ("lr", args.lr))
                  if v is not None}
+    if args.early_checkpoints is not None or args.epochs is not None:  # the check's may not fit other epochs
+        overrides["early_checkpoints"] = args.early_checkpoints or ()
     for name in args.check or sorted(CHECKS):
         train, full, quick = CHECKS[name]
         recipe = replace(quick if args.quick else full, **overrides)
         runs = [train(torch.Generator().manual_seed(seed), recipe)
                 for seed in range(args.first_seed, args.first_seed + args.seeds)]
         margins = sorted(r.margin for r in runs)
-        print(f"{name:8} batch {recipe.batch_size}, lr {recipe.lr}, {recipe.epochs} epochs, {args.seeds} seeds: "
+        early = f" (also measured after {', '.join(map(str, recipe.early_checkpoints))})" \
+            if recipe.early_checkpoints else ""
+        print(f"{name:8} batch {recipe.batch_size}, lr {recipe.lr}, {recipe.epochs} epochs{early}, {args.seeds} seeds: "
               f"margin min {margins[0]:+.3f}, median {statistics.median(margins):+.3f}, max {margins[-1]:+.3f}; "
               f"training {statistics.mean(r.train_seconds for r in runs):.2f} s, measuring "
               f"{statistics.mean(r.measure_seconds for r in runs):.2f} s", flush=True)

@@ -29,7 +29,7 @@ BUGS = {
         "    return (self.P(user_id) * self.Q(item_id)).sum(dim=1)\n"
         "MF.forward = _no_biases",
         {"mf", "mf_training"}),
-    "mf_factors_frozen": Bug(  # the right predictions, but only the biases learn: both recipes miss
+    "mf_factors_frozen": Bug(  # the right predictions, but only the biases learn: both recipes miss (see below)
         "def _frozen_factors(self, user_id, item_id):\n"
         "    dot = (self.P(user_id).detach() * self.Q(item_id).detach()).sum(dim=1)\n"
         "    return dot + self.user_bias(user_id).squeeze(-1) + self.item_bias(item_id).squeeze(-1)\n"
@@ -231,6 +231,24 @@ def test_each_planted_bug_loses_exactly_the_parts_that_catch_it(results, name):
     """Does the bug cost points in the parts that should catch it (and the trainings built on the buggy piece),
     and nowhere else?"""
     assert cells_losing_points(results[name]) == BUGS[name].loses
+
+
+#: Planted bugs whose module computes the reference's predictions in eval mode, so their training check trains it:
+#: the check, and the epochs its message reports (the full recipe's, once the quick one missed too).
+TRAINED_BUGS = {
+    "mf_factors_frozen": ("test_mf_training_reaches_noise_level", "Tras 10 épocas"),
+    "autorec_without_the_training_mask": ("test_autorec_training_reaches_rmse", "Tras 60 épocas"),
+}
+
+
+@pytest.mark.parametrize("name", TRAINED_BUGS)
+def test_a_bug_that_trains_misses_its_training_target_in_both_recipes(results, name):
+    """Does a planted bug whose forward pass is right fail its training check on the target itself, after the
+    quick recipe and then the full one missed it (the message reports the full recipe's checkpoints)?"""
+    check, epochs = TRAINED_BUGS[name]
+    entry = next(t for t in results[name]["tests"] if t["extra_data"]["check"] == check)
+    assert entry["status"] != "passed"
+    assert epochs in entry["output"] and "se esperaba como mucho" in entry["output"], entry["output"]
 
 
 @pytest.mark.parametrize("name", SHORTCUTS)

@@ -1,6 +1,9 @@
 """Unit 4's reference computations: shortcuts the checks take are exact, a quick training recipe can only pass
-early, never fail in the full recipe's place, a training stops early only once it has passed, and a module whose
-forward pass is wrong fails before it trains."""
+early, never fail in the full recipe's place, a training stops early only once it has passed (early checkpoints
+included), a module whose forward pass is wrong fails before it trains, and the notebook states the quick recipes
+the checks use."""
+
+import json
 
 import pytest
 import torch
@@ -14,6 +17,7 @@ from autograder.checks.u4_recsys.common import (
 from autograder.checklib.ratings import Ratings
 from autograder.errors import CheckFailure, WorkerTimeout
 from autograder.remote import Client, LocalTransport, StudentNamespace
+from conftest import REPO
 
 
 def test_the_neumf_logit_matrix_by_parts_equals_every_pair_scored_alone():
@@ -81,8 +85,7 @@ def test_the_full_recipes_failure_stands_and_a_hang_stops_at_once():
 RECIPE = Training(init_std=0.01, lr=0.01, weight_decay=0.0, batch_size=100, epochs=6)  # 3 steps of 100 per epoch
 
 
-def measured_run(monkeypatch, values: list[float], *, reached=lambda found: min(found) <= 0.75, chunk: int = 2,
-                 recipe: Training = RECIPE):
+def measured_run(monkeypatch, values: list[float], *, reached=lambda found: min(found) <= 0.75, chunk: int = 2):
     """`train_and_measure` over 300 examples with 3 checkpoints, the worker's steps recorded instead of run; the
     checkpoints measure `values` in turn. Returns its result and the step count of each call."""
     calls: list[int] = []
@@ -91,7 +94,7 @@ def measured_run(monkeypatch, values: list[float], *, reached=lambda found: min(
 
     def measure():
         return next(measured), {"after steps": sum(calls)}
-    found = train_and_measure(None, None, recipe, examples=300, checkpoints=3, names="`AutoRec`", measure=measure,
+    found = train_and_measure(None, None, RECIPE, examples=300, checkpoints=3, names="`AutoRec`", measure=measure,
                               reached=reached, chunk=chunk)
     return found, calls
 
@@ -134,10 +137,23 @@ def test_a_recipes_early_checkpoints_are_measured_and_can_stop_the_training(monk
 
 @pytest.mark.parametrize("early", [(0,), (4,), (7,)])
 def test_early_checkpoints_outside_the_epochs_before_the_last_ones_are_refused(early):
-    """Is an early checkpoint at epoch 0, among the last three of six, or past the end a mistake in the recipe?"""
+    """Is an early checkpoint at epoch 0, among the last three of six, or past the end a mistake in the recipe,
+    while epochs 1 and 3 (the first and the last before those three) are fine?"""
     recipe = Training(init_std=0.01, lr=0.01, weight_decay=0.0, batch_size=100, epochs=6, early_checkpoints=early)
     with pytest.raises(ValueError, match="early checkpoints"):
         checkpoint_epochs(recipe, 3)
+    fine = Training(init_std=0.01, lr=0.01, weight_decay=0.0, batch_size=100, epochs=6, early_checkpoints=(1, 3))
+    assert checkpoint_epochs(fine, 3) == {1, 3, 4, 5, 6}
+
+
+def test_the_checks_recipes_measure_where_their_messages_say():
+    """Are the checks' own recipes valid, and do the full ones (whose checkpoints a failing check reports as 'the
+    last N epochs') measure only their last epochs, early checkpoints being the quick recipes' alone?"""
+    for quick, full, last in ((common.MF_QUICK, common.MF_TRAINING, common.MF_CHECKPOINTS),
+                              (AUTOREC_QUICK, AUTOREC_TRAINING, common.AUTOREC_CHECKPOINTS),
+                              (common.NEUMF_QUICK, common.NEUMF_TRAINING, common.NEUMF_CHECKPOINTS)):
+        checkpoint_epochs(quick, last)
+        assert checkpoint_epochs(full, last) == set(range(full.epochs - last + 1, full.epochs + 1))
 
 
 def test_the_autorec_rmse_at_the_test_entries_equals_the_full_reconstruction_read_there():
@@ -240,3 +256,17 @@ def test_a_neumf_with_a_wrong_forward_pass_fails_before_its_trainer_is_made(monk
     with pytest.raises(CheckFailure, match="con unos pesos al azar, antes de entrenar"):
         common.train_neumf(student, torch.Generator().manual_seed(0), "cpu")
     assert trainers == []
+
+
+def test_the_notebook_states_the_quick_recipes_the_checks_use():
+    """Does part 2's, part 5's and part 9's text give the quick recipes' rates, epochs, batches and AutoRec's early
+    checkpoints as the checks define them?"""
+    notebook = json.loads((REPO / "source" / "u4_recsys" / "u4_recsys.ipynb").read_text(encoding="utf-8"))
+    text = " ".join(" ".join("".join(cell["source"]).split()) for cell in notebook["cells"]
+                    if cell["cell_type"] == "markdown")
+    mf, autorec, neumf = common.MF_QUICK, AUTOREC_QUICK, common.NEUMF_QUICK
+    *first, last = autorec.early_checkpoints
+    assert f"una receta más corta (tasa {mf.lr:g} y {mf.epochs} épocas)" in text
+    assert (f"una receta más corta (tasa {autorec.lr:g} y {autorec.epochs} épocas, midiendo también después de las "
+            f"épocas {', '.join(map(str, first))} y {last})") in text
+    assert f"una receta más corta (minilotes de {neumf.batch_size} y tasa {neumf.lr:g}" in text

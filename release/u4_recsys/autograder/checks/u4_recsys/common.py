@@ -651,11 +651,12 @@ def expect_hidden_dropout(model: RemoteRef, weights: dict, X: torch.Tensor, p: f
 
 AUTOREC_HIDDEN = 100
 AUTOREC_TRAINING = Training(init_std=0.01, lr=0.01, weight_decay=1e-5, batch_size=256, epochs=60)
-#: Tried first (`quick_then_full`), in 61 % of the training time. Over seeds 1000-1029 (`bench/training_margins.py
-#: --check autorec --quick`) the solution ends 0.004-0.078 under the target with it, 0.038-0.093 with the full
-#: recipe; a training that misses with it is run again, same data and seed, with `AUTOREC_TRAINING`. It is also
-#: measured every fourth epoch before its last five: the solution first reaches the target after epoch 13 to 34
-#: (median 23, seeds 1000-1029), so the check stops after epoch 16 to 36 (mean 23.7) instead of after epoch 36.
+#: Tried first (`quick_then_full`): two thirds of the full recipe's epochs, at twice its step. It is also measured
+#: after every fourth epoch from 16 to 32: over seeds 1000-1029 (`bench/training_margins.py --check autorec
+#: --quick`) the solution first reaches the target after epoch 13 to 34 (median 23), so the check stops after epoch
+#: 16 to 36 (mean 23.7) instead of after epoch 36, and the best of its checkpoints is 0.011-0.078 under the target
+#: (0.038-0.093 with the full recipe). A training that misses with it is run again, same data and seed, with
+#: `AUTOREC_TRAINING`.
 AUTOREC_QUICK = Training(init_std=0.01, lr=0.02, weight_decay=1e-5, batch_size=256, epochs=40,
                          early_checkpoints=(16, 20, 24, 28, 32))
 AUTOREC_CHECKPOINTS = 5  # the best held-out RMSE of the last five epochs (and the quick recipe's early ones) counts
@@ -680,8 +681,9 @@ def autorec_rmse(params: dict[str, torch.Tensor], rows: torch.Tensor, test: Rati
 
 def train_autorec(student, rng: torch.Generator, device: str) -> list[float]:
     """The student's `AutoRec(100, 943)` (item-based: a row per item) trained by the engine, epoch by epoch; after
-    each of the last `AUTOREC_CHECKPOINTS` epochs the weights come back and the reference measures them on the
-    held-out ratings, until one reaches `AUTOREC_TARGET` (`train_and_measure`). `AUTOREC_QUICK`, then
+    each of the last `AUTOREC_CHECKPOINTS` epochs (and the quick recipe's early checkpoints) the weights come back
+    and the reference measures them on the held-out ratings, until one reaches `AUTOREC_TARGET`
+    (`train_and_measure`). `AUTOREC_QUICK`, then
     `AUTOREC_TRAINING` if none did (`quick_then_full`); returns the deciding training's RMSEs. The module must
     compute what the reference computes with random weights before the trainings (a wrong forward pass fails at
     once) and with the trained ones after them."""
