@@ -683,10 +683,9 @@ def train_autorec(student, rng: torch.Generator, device: str) -> list[float]:
     """The student's `AutoRec(100, 943)` (item-based: a row per item) trained by the engine, epoch by epoch; after
     each of the last `AUTOREC_CHECKPOINTS` epochs (and the quick recipe's early checkpoints) the weights come back
     and the reference measures them on the held-out ratings, until one reaches `AUTOREC_TARGET`
-    (`train_and_measure`). `AUTOREC_QUICK`, then
-    `AUTOREC_TRAINING` if none did (`quick_then_full`); returns the deciding training's RMSEs. The module must
-    compute what the reference computes with random weights before the trainings (a wrong forward pass fails at
-    once) and with the trained ones after them."""
+    (`train_and_measure`). `AUTOREC_QUICK`, then `AUTOREC_TRAINING` if none did (`quick_then_full`); returns the
+    deciding training's RMSEs. The module must compute what the reference computes with random weights before the
+    trainings (a wrong forward pass fails at once) and with the trained ones after them."""
     U = ML100K_USERS
     model, state = build_autorec(student, AUTOREC_HIDDEN, U, device, dropout=0.05, double=False)  # before the data
     train, test = rating_data(rng)
