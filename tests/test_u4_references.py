@@ -137,13 +137,17 @@ def test_a_recipes_early_checkpoints_are_measured_and_can_stop_the_training(monk
 
 @pytest.mark.parametrize("early", [(0,), (4,), (7,)])
 def test_early_checkpoints_outside_the_epochs_before_the_last_ones_are_refused(early):
-    """Is an early checkpoint at epoch 0, among the last three of six, or past the end a mistake in the recipe,
-    while epochs 1 and 3 (the first and the last before those three) are fine?"""
+    """Is an early checkpoint at epoch 0, among the last three of six, or past the end a mistake in the recipe?"""
     recipe = Training(init_std=0.01, lr=0.01, weight_decay=0.0, batch_size=100, epochs=6, early_checkpoints=early)
     with pytest.raises(ValueError, match="early checkpoints"):
         checkpoint_epochs(recipe, 3)
-    fine = Training(init_std=0.01, lr=0.01, weight_decay=0.0, batch_size=100, epochs=6, early_checkpoints=(1, 3))
-    assert checkpoint_epochs(fine, 3) == {1, 3, 4, 5, 6}
+
+
+def test_early_checkpoints_from_the_first_epoch_to_the_last_before_the_last_ones_are_measured():
+    """Are early checkpoints at epochs 1 and 3 of six (the first and the last before the last three) measured, with
+    the last three?"""
+    recipe = Training(init_std=0.01, lr=0.01, weight_decay=0.0, batch_size=100, epochs=6, early_checkpoints=(1, 3))
+    assert checkpoint_epochs(recipe, 3) == {1, 3, 4, 5, 6}
 
 
 def test_the_checks_recipes_measure_where_their_messages_say():
@@ -166,7 +170,7 @@ def test_the_autorec_rmse_at_the_test_entries_equals_the_full_reconstruction_rea
     params = {name: torch.randn(shape, dtype=torch.float64) for name, shape in shapes.items()}
     test = Ratings(user=torch.randint(0, U, (n,)), item=torch.randint(0, I, (n,)),
                    rating=torch.randint(1, 6, (n,)).float(), timestamp=torch.arange(n), num_users=U, num_items=I)
-    full = reference_autorec(params, rows.double(), training=False)[test.item, test.user]   # (n,)
+    full = reference_autorec(params, rows.double(), training=False)[test.item, test.user]   # (N,)
     expected = float(((full - test.rating.double()) ** 2).mean().sqrt())
     assert autorec_rmse(params, rows, test) == pytest.approx(expected, rel=1e-12)
 
