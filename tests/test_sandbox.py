@@ -3,6 +3,7 @@
 import os
 import signal
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,8 @@ from autograder.remote import Client, StudentNamespace
 
 LIMITS = Limits(call_seconds=2, cell_seconds=2, submission_seconds=120, memory_mb=1024, output_bytes=4096)
 PLAN = plan("auto", hidden=[str(Path(__file__).resolve().parent.parent)], tmp_bytes=2**27, cuda=False)
+#: Each worker forked through a holder process, as where the zygote cannot return to its own PID namespace.
+HOLDERS_PLAN = replace(PLAN, zygote_args=(*PLAN.zygote_args, "--pid-holders"))
 
 
 def make_zygote(plan=PLAN) -> ZygoteHandle:
@@ -44,6 +47,20 @@ def zygote():
         del os.environ["AUTOGRADER_TEST_SECRET"]
     yield handle
     handle.close()
+
+
+@pytest.fixture(scope="module")
+def holder_zygote():
+    handle = make_zygote(HOLDERS_PLAN)
+    yield handle
+    handle.close()
+
+
+@pytest.fixture(params=["direct", "through-a-holder"])
+def forking_zygote(request):
+    """The zygote that forks each worker straight into its PID namespace, and the one that forks it through a
+    holder process."""
+    return request.getfixturevalue("zygote" if request.param == "direct" else "holder_zygote")
 
 
 def session_for(zygote, *sources: str, snapshots: bool = False) -> tuple[SubmissionSession, StudentNamespace]:
@@ -190,10 +207,11 @@ def test_a_loop_that_ignores_signals_is_killed_at_the_call_deadline(zygote, snap
 
 
 @pytest.mark.parametrize("snapshots", [False, True], ids=["rerun-cells", "fork-server"])
-def test_nothing_the_submission_starts_outlives_it(zygote, snapshots):
+def test_nothing_the_submission_starts_outlives_it(forking_zygote, snapshots):
     """Are double-forked, setsid daemons killed with the worker (seen from outside the sandbox)?"""
     from autograder.worker.zygote import descendants
 
+    zygote = forking_zygote
     session, student = session_for(zygote, (
         "import os, time\n"
         "def spawn():\n"
@@ -212,6 +230,37 @@ def test_nothing_the_submission_starts_outlives_it(zygote, snapshots):
         session.close()
     assert not [pid for pid in alive if Path(f"/proc/{pid}").exists()]
     assert descendants(zygote_pid(zygote)) == []
+
+
+def _nspid(pid: int) -> list[int]:
+    """The pid of `pid` in each PID namespace it is in, outermost first."""
+    line = next(x for x in Path(f"/proc/{pid}/status").read_text().splitlines() if x.startswith("NSpid:"))
+    return [int(n) for n in line.split()[1:]]
+
+
+@pytest.mark.parametrize("holders", [False, True], ids=["direct", "through-a-holder"])
+def test_each_worker_is_pid_1_of_a_namespace_of_its_own(zygote, holder_zygote, holders):
+    """Is each worker PID 1 of a PID namespace of its own, seeing no other process, forked straight into it by the
+    zygote (no process between them), or through a holder process with `--pid-holders`? And does the next
+    worker get a namespace of its own again?"""
+    from autograder.worker.zygote import process_tree
+
+    handle = holder_zygote if holders else zygote
+    seen = []
+    for _ in range(2):
+        session, student = session_for(handle, "import os\ndef me():\n    return os.getpid(), "
+                                               "sorted(int(p) for p in os.listdir('/proc') if p.isdigit())")
+        try:
+            assert student.me() == (1, [1])
+            tree = process_tree()
+            forked = tree.get(zygote_pid(handle), [])
+            assert len(forked) == 1
+            worker = tree[forked[0]][0] if holders else forked[0]
+            assert _nspid(worker)[-1] == 1 and tree.get(worker, []) == []
+            seen.append(os.readlink(f"/proc/{worker}/ns/pid"))
+        finally:
+            session.close()
+    assert seen[0] != seen[1]
 
 
 ZOMBIE_LEADER = (
@@ -255,12 +304,12 @@ def test_a_process_whose_main_thread_exited_is_still_killed(zygote, mode):
     assert not [pid for pid in leaders if is_alive(pid)]
 
 
-def test_a_restart_forks_the_state_after_the_cells_instead_of_running_them_again(zygote):
+def test_a_restart_forks_the_state_after_the_cells_instead_of_running_them_again(forking_zygote):
     """With the fork server, does a call that kills its process cost a fork: the next call sees the notebook's
     state right after its cells (not what earlier calls changed), the cells ran once, their output appears once,
     and the message still says how the process ended?"""
     session, student = session_for(
-        zygote, "import os\nos.write(1, b'celdas ejecutadas\\n')  # past the capture, to the raw output\ncount = [0]",
+        forking_zygote, "import os\nos.write(1, b'celdas ejecutadas\\n')  # past the capture, to the raw output\ncount = [0]",
         "def bump():\n    count[0] += 1\n    return count[0]", "def die():\n    os._exit(3)", snapshots=True)
     try:
         assert (student.bump(), student.bump()) == (1, 2)

@@ -453,6 +453,13 @@ class ForkedChild(Worker):
             return {}
         return {"running": True} if kind == "running" else {kind: value}
 
+    def abandon(self) -> None:
+        """Stop serving through this child and leave it to its template's kill, which reaps every process of the
+        zygote (`Worker.kill`): the way to end a submission, one request to the zygote instead of two."""
+        if not self.dead:
+            self.end = "closed"
+            self.sock.close()
+
     def kill(self, end: str = "closed") -> None:
         """Have the zygote SIGKILL every process below the template, sparing the template: this child and what
         it started (and what the cells left running). Where some survive, or the zygote fails, the template goes

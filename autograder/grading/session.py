@@ -259,6 +259,10 @@ class SubmissionSession:
         self.output_dropped += dropped
 
     def close(self) -> None:
+        """Kill every process of the submission. A child of the fork server is not pruned on its own first: the
+        template's kill (the zygote's reap of every process below it) takes the child with it."""
+        if isinstance(self._worker, ForkedChild) and self._worker.template is self._template:
+            self._worker.abandon()
         try:
             self._retire()
         finally:

@@ -1,9 +1,12 @@
 """Linux namespace and mount helpers used by the zygote and its workers (ctypes over libc).
 
-- `isolate_pids()`: called in a freshly forked child of the zygote; from then on that
-  child's own child is PID 1 of a new PID namespace, with its own /proc. When that
-  PID 1 (the worker) exits, the kernel kills everything left in the namespace, so
-  nothing a submission starts can outlive it, and the worker sees no other process.
+- `fork_isolated()`: the zygote forks each worker straight into a new PID namespace,
+  as its PID 1, which then mounts its own /proc (`private_proc()`). When that PID 1
+  (the worker) exits, the kernel kills everything left in the namespace, so nothing a
+  submission starts can outlive it, and the worker sees no other process.
+- `isolate_pids()`: the same where the zygote may create PID namespaces but not return
+  to its own (`own_pid_namespace()` is None), at the price of a holder process between
+  the zygote and each worker, and of a second fork.
 - `mask()` / `private_tmp()`: the `unshare` fallback's filesystem view (when
   bubblewrap is missing): empty read-only mounts over the course, the output folder
   and the submissions, and a fresh size-limited /tmp and /dev/shm.
@@ -26,6 +29,8 @@ MS_REC = 0x4000
 MS_PRIVATE = 0x40000
 
 _libc = ctypes.CDLL(None, use_errno=True)
+#: How the zygote exits when it cannot return to its own PID namespace after a fork (`fork_isolated`).
+STUCK_EXIT = 70
 
 
 def unshare(flags: int) -> None:
@@ -41,6 +46,62 @@ def mount(source: str | None, target: str, fstype: str | None, flags: int, data:
     if _libc.mount(c(source), c(target), c(fstype), ctypes.c_ulong(flags), c(data)) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"mount {target}: {os.strerror(err)}")
+
+
+def setns(fd: int, nstype: int) -> None:
+    if _libc.setns(fd, nstype) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def own_pid_namespace() -> int | None:
+    """A descriptor of this process's PID namespace, where it may fork each child straight into a new one
+    (`fork_isolated`); None where it may not. Entering its own namespace changes nothing but asks for the rights
+    that the return after each fork needs."""
+    try:
+        fd = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        setns(fd, CLONE_NEWPID)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def fork_isolated(own: int) -> tuple[int, bool]:
+    """`os.fork()`, the child PID 1 of a new PID namespace (True), or of this one (False) where the kernel refuses
+    a new one. `unshare(CLONE_NEWPID)` sends only the next child into the new namespace; the return to `own`
+    (from `own_pid_namespace`) after the fork lets the next call make another. A process that could not return
+    would fork its next child into this child's namespace, so it exits instead (`STUCK_EXIT`); the slot starts
+    a new zygote."""
+    try:
+        unshare(CLONE_NEWPID)
+    except OSError:
+        return os.fork(), False
+    pid = -1
+    try:
+        pid = os.fork()
+    finally:
+        if pid != 0:  # in the parent, forked or not: back to its own namespace
+            try:
+                setns(own, CLONE_NEWPID)
+            except OSError:
+                os._exit(STUCK_EXIT)
+    return pid, True
+
+
+def private_proc() -> str:
+    """In PID 1 of a new PID namespace: a mount namespace of its own with a /proc that shows only that namespace.
+    "pid+proc", or "pid" where it could not be mounted."""
+    try:
+        unshare(CLONE_NEWNS)
+        mount(None, "/", None, MS_REC | MS_PRIVATE)
+        mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    except OSError:
+        return "pid"
+    return "pid+proc"
 
 
 def isolate_pids(child_fds: tuple[int, ...]) -> str | None:

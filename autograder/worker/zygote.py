@@ -4,7 +4,7 @@ Started by a grading slot with a clean environment (inside bubblewrap or `unshar
 when the machine has them), it preloads the heavy libraries, builds what every
 worker would build first (`warm.py`: pyplot's first figure, Unit 4's data), marks itself a child
 subreaper, then forks one worker per request, each with a private scratch folder
-and, with `--isolate-pids`, in a PID namespace of its own. Because it is a
+and, with `--isolate-pids`, in a PID namespace of its own (as its PID 1). Because it is a
 subreaper, anything a worker starts (double-forked daemons included) re-parents
 here when its parent dies, so `reap` can kill every descendant. It never runs
 student code itself.
@@ -79,9 +79,14 @@ def is_alive(pid: int) -> bool:
 
 
 class Zygote:
-    def __init__(self, control: socket.socket, *, isolate_pids: bool, wipe_tmp: bool) -> None:
+    def __init__(self, control: socket.socket, *, isolate_pids: bool, wipe_tmp: bool,
+                 pid_holders: bool = False) -> None:
         self.control = control
         self.isolate_pids = isolate_pids
+        # Each worker forked straight into a PID namespace of its own where this process may return to its own;
+        # else, or with `pid_holders`, through a holder process (namespaces.isolate_pids).
+        self.own_pids = namespaces.own_pid_namespace() if isolate_pids and not pid_holders else None
+        self.holders: set[int] = set()  # pids forked as holders: the worker is their child
         self.wipe_tmp = wipe_tmp
         self.statuses: dict[int, dict] = {}
         self.scratch: list[str] = []
@@ -96,6 +101,7 @@ class Zygote:
                 return
             if pid == 0:
                 return
+            self.holders.discard(pid)
             if os.WIFSIGNALED(status):
                 self.statuses[pid] = {"signal": os.WTERMSIG(status)}
             else:
@@ -107,13 +113,21 @@ class Zygote:
         scratch = self.make_scratch(spec.get("uid"))
         spec = {**spec, "cwd": scratch,
                 "env": {**spec["env"], "HOME": scratch, "TMPDIR": scratch, "MPLCONFIGDIR": scratch}}
-        pid = os.fork()
+        if self.own_pids is not None:
+            pid, isolated = namespaces.fork_isolated(self.own_pids)
+        else:
+            pid, isolated = os.fork(), False
         if pid == 0:
             self.control.close()
-            pid_namespace = namespaces.isolate_pids(tuple(fds)) if self.isolate_pids else None
+            if isolated:
+                pid_namespace = namespaces.private_proc()
+            else:
+                pid_namespace = namespaces.isolate_pids(tuple(fds)) if self.isolate_pids else None
             from .main import run_worker
 
             run_worker({**spec, "pid_namespace": pid_namespace}, rpc_fd=rpc_fd, out_fd=out_fd, fork_fd=fork_fd)
+        if self.isolate_pids and not isolated:
+            self.holders.add(pid)
         for fd in fds:
             os.close(fd)
         return {"pid": pid}
@@ -152,16 +166,16 @@ class Zygote:
             self.wipe_shared_tmp()
         return {"killed": killed, "left": left}
 
-    def prune(self, holder: int) -> dict:
+    def prune(self, forked: int) -> dict:
         """Kill every process below a worker (a child of its fork server and whatever that started), sparing the
-        worker itself. `holder` is the process this zygote forked; the worker is its child, PID 1 of the
-        worker's PID namespace, so everything a child leaves behind is below it."""
+        worker itself. `forked` is the process this zygote forked: the worker, PID 1 of its PID namespace, or its
+        holder (`holders`), whose child the worker is; everything a child leaves behind is below the worker."""
         self.collect()
-        if holder not in process_tree().get(os.getpid(), []):
-            return {"error": f"{holder} is not a worker of this zygote"}
+        if forked not in process_tree().get(os.getpid(), []):
+            return {"error": f"{forked} is not a worker of this zygote"}
         killed = 0
         for _ in range(200):
-            pids = self.below(holder)
+            pids = self.below(forked)
             if not pids:
                 break
             for pid in pids:
@@ -171,14 +185,14 @@ class Zygote:
                 except ProcessLookupError:
                     pass
             time.sleep(0.005)
-        return {"killed": killed, "left": len(self.below(holder)) if pids else 0}
+        return {"killed": killed, "left": len(self.below(forked)) if pids else 0}
 
-    def below(self, holder: int) -> list[int]:
-        """The live processes below the worker that `holder` holds, the worker left out."""
+    def below(self, forked: int) -> list[int]:
+        """The live processes below the worker that the zygote forked as `forked`, the worker left out."""
         self.collect()
         tree = process_tree()
-        spared = set(tree.get(holder, []))
-        return [pid for pid in descendants(holder, tree) if pid not in spared and is_alive(pid)]
+        spared = set(tree.get(forked, [])) if forked in self.holders else set()
+        return [pid for pid in descendants(forked, tree) if pid not in spared and is_alive(pid)]
 
     def wipe_shared_tmp(self) -> None:
         """Nothing a worker leaves in /tmp or /dev/shm reaches the next worker (of this or another submission).
@@ -260,6 +274,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--cpu", type=int, default=None, help="pin to this CPU once preloaded")
     parser.add_argument("--isolate-pids", action="store_true", help="a PID namespace per worker")
+    parser.add_argument("--pid-holders", action="store_true",
+                        help="with --isolate-pids: fork each worker through a holder process, as where this process "
+                             "cannot return to its own PID namespace (one fork more per worker)")
     parser.add_argument("--private-tmp", type=int, default=None, metavar="BYTES",
                         help="mount a fresh /tmp of this size (the unshare fallback; bubblewrap makes its own)")
     parser.add_argument("--wipe-tmp", action="store_true",
@@ -289,7 +306,7 @@ def main() -> None:
     control.send(json.dumps({"ready": True, "pid": os.getpid(), "subreaper": subreaper,
                              "preloaded": loaded, "warmed": warmed, "torch": torch.__version__,
                              "python": sys.version.split()[0], "masked": args.mask}).encode())
-    Zygote(control, isolate_pids=args.isolate_pids, wipe_tmp=args.wipe_tmp).serve()
+    Zygote(control, isolate_pids=args.isolate_pids, wipe_tmp=args.wipe_tmp, pid_holders=args.pid_holders).serve()
 
 
 if __name__ == "__main__":
