@@ -1,5 +1,6 @@
 """The worker process: cells, limits enforced from outside, restarts, and a process tree that dies with it."""
 
+import contextlib
 import os
 import signal
 import time
@@ -239,28 +240,70 @@ def _nspid(pid: int) -> list[int]:
 
 
 @pytest.mark.parametrize("holders", [False, True], ids=["direct", "through-a-holder"])
-def test_each_worker_is_pid_1_of_a_namespace_of_its_own(zygote, holder_zygote, holders):
-    """Is each worker PID 1 of a PID namespace of its own, seeing no other process, forked straight into it by the
-    zygote (no process between them), or through a holder process with `--pid-holders`? And does the next
-    worker get a namespace of its own again?"""
+def test_each_worker_is_pid_1_of_a_namespace_of_its_own(request, holders):
+    """Is each worker PID 1 of a PID namespace of its own, one level below the zygote's, seeing no other process:
+    forked straight into it by the zygote (no process between them), or through a holder process with
+    `--pid-holders`? Do two workers alive at once have two namespaces, and are the zygote's next children back in
+    its own namespace?"""
     from autograder.worker.zygote import process_tree
 
-    handle = holder_zygote if holders else zygote
-    seen = []
-    for _ in range(2):
-        session, student = session_for(handle, "import os\ndef me():\n    return os.getpid(), "
-                                               "sorted(int(p) for p in os.listdir('/proc') if p.isdigit())")
-        try:
+    handle = request.getfixturevalue("holder_zygote" if holders else "zygote")
+    zygote = zygote_pid(handle)
+    sessions = [session_for(handle, "import os\ndef me():\n    return os.getpid(), "
+                                    "sorted(int(p) for p in os.listdir('/proc') if p.isdigit())") for _ in range(2)]
+    try:
+        for _, student in sessions:
             assert student.me() == (1, [1])
-            tree = process_tree()
-            forked = tree.get(zygote_pid(handle), [])
-            assert len(forked) == 1
-            worker = tree[forked[0]][0] if holders else forked[0]
-            assert _nspid(worker)[-1] == 1 and tree.get(worker, []) == []
-            seen.append(os.readlink(f"/proc/{worker}/ns/pid"))
-        finally:
+        tree = process_tree()
+        forked = tree.get(zygote, [])
+        assert len(forked) == 2
+        namespaces = set()
+        for pid in forked:
+            if holders:
+                assert len(tree.get(pid, [])) == 1 and _nspid(pid)[-1] != 1
+                worker = tree[pid][0]
+            else:
+                worker = pid
+            assert tree.get(worker, []) == []
+            assert _nspid(worker)[-1] == 1 and len(_nspid(worker)) == len(_nspid(zygote)) + 1
+            namespaces.add(os.readlink(f"/proc/{worker}/ns/pid"))
+        assert len(namespaces) == 2
+        assert os.readlink(f"/proc/{zygote}/ns/pid_for_children") == os.readlink(f"/proc/{zygote}/ns/pid")
+    finally:
+        for session, _ in sessions:
             session.close()
-    assert seen[0] != seen[1]
+
+
+def test_a_holder_ends_the_way_its_worker_did():
+    """Does a holder process (`namespaces.isolate_pids`, the path where the zygote cannot fork a worker straight
+    into its namespace) pass on how its worker ended, so the zygote reports the same? A worker killed by SIGKILL,
+    a signal that takes no handler, must make its holder die of SIGKILL too, not exit with status 137."""
+    from autograder.worker import namespaces
+    from autograder.worker.zygote import process_tree
+
+    holder = os.fork()
+    if holder == 0:
+        try:
+            namespaces.isolate_pids(())
+            time.sleep(60)  # the worker, PID 1 of its namespace, until the test kills it
+        finally:
+            os._exit(0)
+    status, workers = None, []
+    try:
+        deadline = time.monotonic() + 10
+        while not process_tree().get(holder) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        workers = process_tree().get(holder, [])
+        assert len(workers) == 1, "the holder should have started one worker"
+        os.kill(workers[0], signal.SIGKILL)
+        _, status = os.waitpid(holder, 0)
+    finally:
+        if status is None:  # the test failed on the way: nothing it started may outlive it
+            for pid in (*workers, holder):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            os.waitpid(holder, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
 
 
 ZOMBIE_LEADER = (

@@ -3,7 +3,7 @@
 `ZygoteHandle` starts the fork server with a clean environment, inside the
 sandbox the isolation `Plan` describes, and asks it for workers. `Worker` is one
 forked worker: requests with deadlines, output capture with a cap, and `kill()`,
-which has the zygote (a subreaper, in the worker's PID namespace or its parent)
+which has the zygote (a subreaper, in the PID namespace above the workers' own)
 SIGKILL every descendant.
 """
 

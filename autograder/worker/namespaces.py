@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -71,25 +72,32 @@ def own_pid_namespace() -> int | None:
 
 
 def fork_isolated(own: int) -> tuple[int, bool]:
-    """`os.fork()`, the child PID 1 of a new PID namespace (True), or of this one (False) where the kernel refuses
-    a new one. `unshare(CLONE_NEWPID)` sends only the next child into the new namespace; the return to `own`
-    (from `own_pid_namespace`) after the fork lets the next call make another. A process that could not return
-    would fork its next child into this child's namespace, so it exits instead (`STUCK_EXIT`); the slot starts
-    a new zygote."""
+    """`os.fork()`, the child PID 1 of a new PID namespace (True), or in this process's own namespace (False)
+    where the kernel refuses a new one. After `unshare(CLONE_NEWPID)` every child of this thread goes into the new
+    namespace, the first as its PID 1, until `setns` to `own` (from `own_pid_namespace`) ends that: right after
+    the fork, so the next call makes another namespace. (In between, only Python's own after-fork hooks run in
+    this process; none of them starts a process.) A process that could not return would fork its next child into
+    this child's namespace, so it exits instead (`STUCK_EXIT`); the slot starts a new zygote."""
+    pid = -1
     try:
         unshare(CLONE_NEWPID)
     except OSError:
+        _back_to(own)  # a no-op (every call ends back there), so that the plain fork below stays in it
         return os.fork(), False
-    pid = -1
     try:
         pid = os.fork()
     finally:
-        if pid != 0:  # in the parent, forked or not: back to its own namespace
-            try:
-                setns(own, CLONE_NEWPID)
-            except OSError:
-                os._exit(STUCK_EXIT)
+        if pid != 0:  # in the parent, forked or not
+            _back_to(own)
     return pid, True
+
+
+def _back_to(own: int) -> None:
+    """The children this process forks from now on go into its own PID namespace `own`; else it exits."""
+    try:
+        setns(own, CLONE_NEWPID)
+    except OSError:
+        os._exit(STUCK_EXIT)
 
 
 def private_proc() -> str:
@@ -130,11 +138,10 @@ def isolate_pids(child_fds: tuple[int, ...]) -> str | None:
     _, status = os.waitpid(child, 0)
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
-        try:
+        with contextlib.suppress(OSError, ValueError):  # SIGKILL and SIGSTOP take no handler, and need none
             signal.signal(sig, signal.SIG_DFL)
+        with contextlib.suppress(OSError):
             os.kill(os.getpid(), sig)
-        except (OSError, ValueError):
-            pass
         os._exit(128 + sig)
     os._exit(os.WEXITSTATUS(status))
 

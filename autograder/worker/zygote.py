@@ -86,7 +86,9 @@ class Zygote:
         # Each worker forked straight into a PID namespace of its own where this process may return to its own;
         # else, or with `pid_holders`, through a holder process (namespaces.isolate_pids).
         self.own_pids = namespaces.own_pid_namespace() if isolate_pids and not pid_holders else None
-        self.holders: set[int] = set()  # pids forked as holders: the worker is their child
+        # Pids forked to be holders: the worker is their child. One whose namespace failed is the worker itself,
+        # but without a PID namespace it never serves as a fork server, so `prune` never applies to it.
+        self.holders: set[int] = set()
         self.wipe_tmp = wipe_tmp
         self.statuses: dict[int, dict] = {}
         self.scratch: list[str] = []
