@@ -352,7 +352,8 @@ def test_a_restart_forks_the_state_after_the_cells_instead_of_running_them_again
     state right after its cells (not what earlier calls changed), the cells ran once, their output appears once,
     and the message still says how the process ended?"""
     session, student = session_for(
-        forking_zygote, "import os\nos.write(1, b'celdas ejecutadas\\n')  # past the capture, to the raw output\ncount = [0]",
+        forking_zygote,
+        "import os\nos.write(1, b'celdas ejecutadas\\n')  # past the capture, to the raw output\ncount = [0]",
         "def bump():\n    count[0] += 1\n    return count[0]", "def die():\n    os._exit(3)", snapshots=True)
     try:
         assert (student.bump(), student.bump()) == (1, 2)
