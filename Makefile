@@ -43,7 +43,7 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow"
 
-## bench: a class of 200 of the heaviest unit (about 30 min), next to nbgrader autograde and otter run
+## bench: a class of 200 of the heaviest unit (15 to 25 min here), next to nbgrader autograde and otter run
 bench: $(STAMP)
 	$(BIN)/pip install -q 'otter-grader>=6'
 	$(BIN)/python bench/grading_throughput.py
