@@ -2,7 +2,10 @@
 
 import contextlib
 import os
+import shutil
 import signal
+import subprocess
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -575,3 +578,33 @@ def test_a_zygote_that_cannot_serve_a_request_says_why_and_keeps_serving(zygote,
         assert student.x == 7
     finally:
         session.close()
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare(1) to mount in a namespace of its own")
+def test_the_tmp_wipe_deletes_a_workers_leftovers_but_never_enters_a_mount(tmp_path):
+    """A course that lives under /tmp is mounted inside the sandbox's private /tmp, at the top or deeper. Does the
+    wipe after each submission delete every leftover beside the mounts and in the folders leading to them, and
+    leave every file of the mounts alone (here writable, so a walk into them would delete them)?"""
+    course = tmp_path / "course"
+    (course / "checks").mkdir(parents=True)
+    (course / "checks" / "test_unit.py").write_text("checks")
+    folder = tmp_path / "tmp"  # stands for the sandbox's /tmp
+    (folder / "pytest-of-root" / "course").mkdir(parents=True)
+    (folder / "top").mkdir()
+    (folder / "pytest-of-root" / "loot.txt").write_text("left by a worker")
+    (folder / "loot" / "deeper").mkdir(parents=True)
+    (folder / "loot" / "deeper" / "a.txt").write_text("left by a worker")
+    (folder / "note.txt").write_text("left by a worker")
+    (folder / "cache").mkdir()
+    wipe = (f"from autograder.worker.zygote import clear_folder\n"
+            f"clear_folder({str(folder)!r}, keep={{'cache'}}, everything=True, uids=set())\n")
+    script = (f"mount --bind {course} {folder / 'pytest-of-root' / 'course'} && "
+              f"mount --bind {course} {folder / 'top'} && {sys.executable} -c \"$WIPE\"")
+    done = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+                          env={**os.environ, "WIPE": wipe}, capture_output=True, text=True, timeout=60)
+    if done.returncode != 0 and "mount" in done.stderr and "Python" not in done.stderr:
+        pytest.skip(f"cannot mount in a namespace of its own here: {done.stderr.strip()}")
+    assert done.returncode == 0, done.stderr
+    assert (course / "checks" / "test_unit.py").read_text() == "checks"
+    assert sorted(p.name for p in folder.iterdir()) == ["cache", "pytest-of-root", "top"]
+    assert [p.name for p in (folder / "pytest-of-root").iterdir()] == ["course"]

@@ -19,9 +19,11 @@ import argparse
 import importlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
+import stat
 import sys
 import tempfile
 import time
@@ -204,24 +206,7 @@ class Zygote:
         """
         ours = {os.path.basename(os.environ.get("XDG_CACHE_HOME", ""))}
         for folder in ("/tmp", "/dev/shm"):
-            try:
-                entries = os.listdir(folder)
-            except OSError:
-                continue
-            for name in entries:
-                path = os.path.join(folder, name)
-                try:
-                    owner = os.lstat(path).st_uid
-                except OSError:
-                    continue
-                if (self.wipe_tmp and name not in ours) or (owner in self.worker_uids and owner != os.getuid()):
-                    if os.path.isdir(path) and not os.path.islink(path):
-                        shutil.rmtree(path, ignore_errors=True)
-                    else:
-                        try:
-                            os.unlink(path)
-                        except OSError:
-                            pass
+            clear_folder(folder, keep=ours, everything=self.wipe_tmp, uids=self.worker_uids - {os.getuid()})
 
     def status(self, pid: int) -> dict:
         self.collect()
@@ -256,6 +241,67 @@ class Zygote:
                         pass
                 reply = {"error": f"{op}: {type(exc).__name__}: {exc}"}
             self.control.send(json.dumps({**reply, "id": request.get("id")}).encode())
+
+
+def clear_folder(folder: str, *, keep: set[str], everything: bool, uids: set[int]) -> None:
+    """Delete what workers left in `folder`: every entry but `keep` when the folder is the sandbox's own
+    (`everything`), else the entries that `uids` own. A mount the sandbox made there (its read-only view of a
+    course or an environment that lives under /tmp) is never a worker's file: it is neither deleted nor walked,
+    which would cost a walk of every file in it after every submission."""
+    try:
+        device = os.lstat(folder).st_dev
+        entries = os.listdir(folder)
+    except OSError:
+        return
+    mounts = mount_points()
+    for name in entries:
+        path = os.path.join(folder, name)
+        try:
+            info = os.lstat(path)
+        except OSError:
+            continue
+        if info.st_dev == device and ((everything and name not in keep) or info.st_uid in uids):
+            remove_around_mounts(path, mounts)
+
+
+def remove_around_mounts(path: str, mounts: set[str]) -> None:
+    """Delete `path`, a file or a whole folder, but no mount point and nothing inside one (the folders leading
+    to a mount are emptied around it and stay)."""
+    if path in mounts:
+        return
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return
+    if not stat.S_ISDIR(info.st_mode):
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+    elif any(mount.startswith(path + "/") for mount in mounts):
+        try:
+            names = os.listdir(path)
+        except OSError:
+            return
+        for name in names:  # as deep as the sandbox's own mounts go, no deeper
+            remove_around_mounts(os.path.join(path, name), mounts)
+        try:
+            os.rmdir(path)
+        except OSError:
+            pass
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def mount_points() -> set[str]:
+    """The mount points this process sees (/proc/self/mountinfo's fifth field, its octal escapes decoded); empty
+    where /proc cannot tell."""
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as lines:
+            fields = [line.split(" ")[4] for line in lines if line.count(" ") >= 4]
+    except OSError:
+        return set()
+    return {re.sub(r"\\([0-7]{3})", lambda code: chr(int(code.group(1), 8)), field) for field in fields}
 
 
 def preload(modules: list[str]) -> list[str]:
