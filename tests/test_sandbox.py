@@ -582,14 +582,14 @@ def test_a_zygote_that_cannot_serve_a_request_says_why_and_keeps_serving(zygote,
 
 @pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare(1) to mount in a namespace of its own")
 def test_the_tmp_wipe_deletes_a_workers_leftovers_but_never_enters_a_mount(tmp_path):
-    """A course that lives under /tmp is mounted inside the sandbox's private /tmp, at the top or deeper. Does the
+    """An environment that lives under /tmp is mounted inside the sandbox's private /tmp, at the top or deeper. Does the
     wipe after each submission delete every leftover beside the mounts and in the folders leading to them, and
     leave every file of the mounts alone (here writable, so a walk into them would delete them)?"""
-    course = tmp_path / "course"
-    (course / "checks").mkdir(parents=True)
-    (course / "checks" / "test_unit.py").write_text("checks")
+    environment = tmp_path / ".venv"
+    (environment / "lib").mkdir(parents=True)
+    (environment / "lib" / "site.py").write_text("packages")
     folder = tmp_path / "tmp"  # stands for the sandbox's /tmp
-    (folder / "pytest-of-root" / "course").mkdir(parents=True)
+    (folder / "pytest-of-root" / ".venv").mkdir(parents=True)
     (folder / "top").mkdir()
     (folder / "pytest-of-root" / "loot.txt").write_text("left by a worker")
     (folder / "loot" / "deeper").mkdir(parents=True)
@@ -598,13 +598,15 @@ def test_the_tmp_wipe_deletes_a_workers_leftovers_but_never_enters_a_mount(tmp_p
     (folder / "cache").mkdir()
     wipe = (f"from autograder.worker.zygote import clear_folder\n"
             f"clear_folder({str(folder)!r}, keep={{'cache'}}, everything=True, uids=set())\n")
-    script = (f"mount --bind {course} {folder / 'pytest-of-root' / 'course'} && "
-              f"mount --bind {course} {folder / 'top'} && {sys.executable} -c \"$WIPE\"")
-    done = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
-                          env={**os.environ, "WIPE": wipe}, capture_output=True, text=True, timeout=60)
-    if done.returncode != 0 and "mount" in done.stderr and "Python" not in done.stderr:
-        pytest.skip(f"cannot mount in a namespace of its own here: {done.stderr.strip()}")
+    script = (f"mount --bind {environment} {folder / 'pytest-of-root' / '.venv'} && "
+              f"mount --bind {environment} {folder / 'top'} && {sys.executable} -c \"$WIPE\"")
+    isolated = ["unshare", "--mount", "--propagation", "private"]
+    probe = subprocess.run([*isolated, "true"], capture_output=True, text=True, timeout=60)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot make a mount namespace here: {probe.stderr.strip()}")
+    done = subprocess.run([*isolated, "sh", "-c", script], env={**os.environ, "WIPE": wipe}, capture_output=True,
+                          text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    assert (course / "checks" / "test_unit.py").read_text() == "checks"
+    assert (environment / "lib" / "site.py").read_text() == "packages"
     assert sorted(p.name for p in folder.iterdir()) == ["cache", "pytest-of-root", "top"]
-    assert [p.name for p in (folder / "pytest-of-root").iterdir()] == ["course"]
+    assert [p.name for p in (folder / "pytest-of-root").iterdir()] == [".venv"]

@@ -245,9 +245,9 @@ class Zygote:
 
 def clear_folder(folder: str, *, keep: set[str], everything: bool, uids: set[int]) -> None:
     """Delete what workers left in `folder`: every entry but `keep` when the folder is the sandbox's own
-    (`everything`), else the entries that `uids` own. A mount the sandbox made there (its read-only view of a
-    course or an environment that lives under /tmp) is never a worker's file: it is neither deleted nor walked,
-    which would cost a walk of every file in it after every submission."""
+    (`everything`), else the entries that `uids` own. A mount the sandbox made there (the interpreter, its
+    packages or the engine, bound read-only where they live under /tmp) is never a worker's file: it is neither
+    deleted nor walked, which would cost a walk of every file in it after every submission."""
     try:
         device = os.lstat(folder).st_dev
         entries = os.listdir(folder)
