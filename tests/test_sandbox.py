@@ -1,6 +1,7 @@
 """The worker process: cells, limits enforced from outside, restarts, and a process tree that dies with it."""
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -580,26 +581,32 @@ def test_a_zygote_that_cannot_serve_a_request_says_why_and_keeps_serving(zygote,
         session.close()
 
 
-@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare(1) to mount in a namespace of its own")
+@pytest.mark.skipif(shutil.which("unshare") is None or shutil.which("mount") is None,
+                    reason="needs unshare(1) and mount(8) to mount in a namespace of its own")
 def test_the_tmp_wipe_deletes_a_workers_leftovers_but_never_enters_a_mount(tmp_path):
-    """An environment that lives under /tmp is mounted inside the sandbox's private /tmp, at the top or deeper. Does the
-    wipe after each submission delete every leftover beside the mounts and in the folders leading to them, and
-    leave every file of the mounts alone (here writable, so a walk into them would delete them)?"""
+    """Where the grader's environment lives under /tmp, bubblewrap binds it into the sandbox's fresh tmpfs /tmp, at
+    the top or deeper. Does the wipe after each submission leave every file of those binds alone (here writable,
+    so a walk into them would delete them), and still delete every leftover beside them, in the folders leading
+    to them, and at the path of a mount that the tmpfs covers (which a worker can read in mountinfo)?"""
     environment = tmp_path / ".venv"
     (environment / "lib").mkdir(parents=True)
     (environment / "lib" / "site.py").write_text("packages")
     folder = tmp_path / "tmp"  # stands for the sandbox's /tmp
-    (folder / "pytest-of-root" / ".venv").mkdir(parents=True)
-    (folder / "top").mkdir()
-    (folder / "pytest-of-root" / "loot.txt").write_text("left by a worker")
-    (folder / "loot" / "deeper").mkdir(parents=True)
-    (folder / "loot" / "deeper" / "a.txt").write_text("left by a worker")
-    (folder / "note.txt").write_text("left by a worker")
-    (folder / "cache").mkdir()
-    wipe = (f"from autograder.worker.zygote import clear_folder\n"
-            f"clear_folder({str(folder)!r}, keep={{'cache'}}, everything=True, uids=set())\n")
-    script = (f"mount --bind {environment} {folder / 'pytest-of-root' / '.venv'} && "
-              f"mount --bind {environment} {folder / 'top'} && {sys.executable} -c \"$WIPE\"")
+    (folder / "covered").mkdir(parents=True)
+    wipe = ("import json, os\n"
+            "from autograder.worker.zygote import clear_folder\n"
+            f"folder = {str(folder)!r}\n"
+            "clear_folder(folder, keep={'cache'}, everything=True, uids=set())\n"
+            "print(json.dumps({d[len(folder):] or '/': sorted(n) for d, n, f in os.walk(folder)} | "
+            "{os.path.join(d, x)[len(folder):]: 'file' for d, _, f in os.walk(folder) for x in f}))\n")
+    script = " && ".join([
+        f"mount --bind {environment} {folder / 'covered'}",  # then covered by the tmpfs
+        f"mount -t tmpfs none {folder}",
+        f"cd {folder} && mkdir -p pytest-of-root/.venv top loot/deeper cache covered",
+        "echo w > pytest-of-root/loot.txt && echo w > loot/deeper/a.txt && echo w > note.txt",
+        "echo w > covered/loot.txt",
+        f"mount --bind {environment} pytest-of-root/.venv && mount --bind {environment} top",
+        f"{sys.executable} -c \"$WIPE\""])
     isolated = ["unshare", "--mount", "--propagation", "private"]
     probe = subprocess.run([*isolated, "true"], capture_output=True, text=True, timeout=60)
     if probe.returncode != 0:
@@ -607,6 +614,11 @@ def test_the_tmp_wipe_deletes_a_workers_leftovers_but_never_enters_a_mount(tmp_p
     done = subprocess.run([*isolated, "sh", "-c", script], env={**os.environ, "WIPE": wipe}, capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+    left = json.loads(done.stdout)
+    assert left["/"] == ["cache", "pytest-of-root", "top"]
+    assert left["/pytest-of-root"] == [".venv"]
+    assert left["/top"] == left["/pytest-of-root/.venv"] == ["lib"]  # the binds, untouched
+    assert "/covered" not in left and "/loot" not in left
+    files = {key for key, kind in left.items() if kind == "file"}
+    assert files == {"/top/lib/site.py", "/pytest-of-root/.venv/lib/site.py"}
     assert (environment / "lib" / "site.py").read_text() == "packages"
-    assert sorted(p.name for p in folder.iterdir()) == ["cache", "pytest-of-root", "top"]
-    assert [p.name for p in (folder / "pytest-of-root").iterdir()] == [".venv"]

@@ -253,20 +253,35 @@ def clear_folder(folder: str, *, keep: set[str], everything: bool, uids: set[int
         entries = os.listdir(folder)
     except OSError:
         return
-    mounts = mount_points()
+    mounts = live_mounts(folder, device=device)
     for name in entries:
         path = os.path.join(folder, name)
         try:
-            info = os.lstat(path)
+            owner = os.lstat(path).st_uid
         except OSError:
             continue
-        if info.st_dev == device and ((everything and name not in keep) or info.st_uid in uids):
+        if (everything and name not in keep) or owner in uids:
             remove_around_mounts(path, mounts)
 
 
+def live_mounts(folder: str, *, device: int) -> set[str]:
+    """The mount points below `folder` that hold another file system than it, as bubblewrap's binds of host
+    folders into its fresh /tmp do. A listed mount that a later one covers, or whose path a worker made again on
+    the folder's own file system, is on `device` (or gone) and does not count: what lies there is deleted."""
+    found = set()
+    for path in mount_points():
+        if path.startswith(folder + "/"):
+            try:
+                if os.lstat(path).st_dev != device:
+                    found.add(path)
+            except OSError:
+                pass
+    return found
+
+
 def remove_around_mounts(path: str, mounts: set[str]) -> None:
-    """Delete `path`, a file or a whole folder, but no mount point and nothing inside one (the folders leading
-    to a mount are emptied around it and stay)."""
+    """Delete `path`, a file or a whole folder, but no mount point in `mounts` and nothing inside one (the folders
+    leading to a mount are emptied around it and stay)."""
     if path in mounts:
         return
     try:
@@ -293,15 +308,16 @@ def remove_around_mounts(path: str, mounts: set[str]) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def mount_points() -> set[str]:
-    """The mount points this process sees (/proc/self/mountinfo's fifth field, its octal escapes decoded); empty
+def mount_points() -> list[str]:
+    """The mount points this process sees (/proc/self/mountinfo's fifth field, its octal escapes decoded); none
     where /proc cannot tell."""
     try:
-        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as lines:
-            fields = [line.split(" ")[4] for line in lines if line.count(" ") >= 4]
+        with open("/proc/self/mountinfo", "rb") as lines:
+            fields = [line.split(b" ")[4] for line in lines.read().split(b"\n") if line.count(b" ") >= 4]
     except OSError:
-        return set()
-    return {re.sub(r"\\([0-7]{3})", lambda code: chr(int(code.group(1), 8)), field) for field in fields}
+        return []
+    return [os.fsdecode(re.sub(rb"\\([0-7]{3})", lambda code: bytes([int(code.group(1), 8)]), field))
+            for field in fields]
 
 
 def preload(modules: list[str]) -> list[str]:
